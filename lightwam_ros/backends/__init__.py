@@ -1,0 +1,1 @@
+"""Policy backends: one interface (base.py), torch and ONNX Runtime implementations."""
