@@ -1,0 +1,65 @@
+# lightwam_ros developer entry points. From a fresh clone on a machine with only Python 3.11:
+#   make demo    build the venv, the tiny demo bundle and a synthetic bag, run the node over DDS
+#   make test    build the venv and run the whole test suite (what CI runs, via .ci/run)
+# The venv is rebuilt only when this Makefile (the pins) or setup.py change (stamp file).
+# On a robot with a system ROS 2 installation, do NOT use this venv: see README.md "Install".
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lightwam-deps.stamp
+
+# rclpy and messages: ROS 2 Kilted wheels from PyPI (no ROS installation needed, nothing to source).
+ROS_PKGS := \
+	ros-rclpy==9.1.2 ros-rmw-fastrtps-cpp==9.3.3 ros-sensor-msgs==5.5.1 ros-std-msgs==5.5.1 \
+	ros-trajectory-msgs==5.5.1 ros-geometry-msgs==5.5.1 ros-diagnostic-msgs==5.5.1 \
+	ros-builtin-interfaces==2.3.0 ros-lifecycle-msgs==2.3.0 ros-std-srvs==5.5.1
+# torch is pinned exactly: an unpinned torch pulls a multi-GB CUDA build. Never add onnxruntime-gpu
+# next to onnxruntime (both own the `onnxruntime` module).
+PY_PKGS := \
+	setuptools==84.2.1 torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.31.1 \
+	opencv-python-headless==5.0.0.93 numpy==2.4.6 rosbags==0.11.9 pyyaml==6.0.3 \
+	safetensors==0.8.0 matplotlib==3.11.2 transformers==5.23.0 psutil==7.2.2 \
+	pytest==9.2.0 pytest-timeout==2.4.0
+# colcon from PyPI, only to check that the package builds as a ROS package (test_package_build.py).
+COLCON_PKGS := \
+	colcon-core==0.21.3 colcon-ros==0.5.0 colcon-python-setup-py==0.2.9 \
+	colcon-package-selection==0.2.10 colcon-recursive-crawl==0.2.3 colcon-parallel-executor==0.4.0 \
+	colcon-package-information==0.4.1 colcon-library-path==0.2.1 colcon-output==0.2.15
+
+# rclpy needs HOME (or ROS_LOG_DIR) for its logging; CI may run without one.
+HOME ?= $(CURDIR)/.home
+export HOME
+
+PYTEST_FLAGS ?= -q --timeout=600
+
+.PHONY: help venv demo test clean-venv
+
+help:
+	@echo "make venv   create $(VENV) with pinned dependencies and the package (editable)"
+	@echo "make demo   run the embedded demo (lightwam demo): outputs under out/demo/"
+	@echo "make test   run the test suite (pytest $(PYTEST_FLAGS) test/)"
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): Makefile setup.py setup.cfg package.xml | $(PY)
+	$(PY) -m pip install --upgrade-strategy only-if-needed $(ROS_PKGS) $(PY_PKGS) $(COLCON_PKGS)
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	@mkdir -p "$(HOME)"
+	$(PY) -c "import rclpy, torch, onnxruntime, rosbags, cv2, lightwam_ros; print('venv ok: torch', torch.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lightwam demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_FLAGS) test/
+
+clean-venv:
+	rm -rf $(VENV)
