@@ -1,0 +1,88 @@
+"""Shared pytest setup: an isolated ROS 2 graph per test process and the tiny demo bundle.
+
+Why at import time: rclpy (and every subprocess a test starts) reads ROS_DOMAIN_ID, HOME and the
+Fast DDS profile from the environment when it initializes, so they must be set before any test
+module imports or initializes rclpy.
+
+- ROS_DOMAIN_ID: one free domain per pytest process, claimed with an flock on a file under the
+  temp dir, so parallel test runs on the same machine (other checkouts, CI) never see each other's
+  topics. The lock dies with the process.
+- ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: never discover participants on other hosts
+  (ROS_LOCALHOST_ONLY has no effect in Kilted).
+- FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml: camera-size images are delivered
+  completely through a large shared-memory segment (ros2-notes §2).
+- HOME / ROS_LOG_DIR: rclpy.init() fails without a place for its logs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+# Domain ids usable with the default port mapping on Linux are 0..101; 0 is everyone's default.
+_DOMAIN_RANGE = range(1, 102)
+_domain_lock_file = None  # kept open (and locked) for the life of the process
+
+
+def _claim_domain_id() -> int:
+    global _domain_lock_file
+    lock_dir = Path(tempfile.gettempdir()) / "lightwam_ros_test_domains"
+    lock_dir.mkdir(exist_ok=True)
+    start = os.getpid() % len(_DOMAIN_RANGE)
+    for i in range(len(_DOMAIN_RANGE)):
+        domain = _DOMAIN_RANGE[(start + i) % len(_DOMAIN_RANGE)]
+        f = open(lock_dir / f"{domain}.lock", "w")  # noqa: SIM115 - held open on purpose
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _domain_lock_file = f
+        return domain
+    raise RuntimeError(f"no free ROS_DOMAIN_ID in {_DOMAIN_RANGE} (locks under {lock_dir})")
+
+
+def _isolate_ros_environment() -> None:
+    if "LIGHTWAM_TEST_DOMAIN_ID" in os.environ:  # set by an outer run (pytest inside a test)
+        os.environ["ROS_DOMAIN_ID"] = os.environ["LIGHTWAM_TEST_DOMAIN_ID"]
+    else:
+        os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
+        os.environ["LIGHTWAM_TEST_DOMAIN_ID"] = os.environ["ROS_DOMAIN_ID"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    if not os.environ.get("HOME") or not os.access(os.environ["HOME"], os.W_OK):
+        os.environ["HOME"] = tempfile.mkdtemp(prefix="lightwam_test_home_")
+    log_dir = Path(tempfile.gettempdir()) / f"lightwam_test_roslog_{os.getpid()}"
+    log_dir.mkdir(exist_ok=True)
+    os.environ.setdefault("ROS_LOG_DIR", str(log_dir))
+
+
+_isolate_ros_environment()
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    """The ROS_DOMAIN_ID this test process (and the subprocesses it starts) uses."""
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo bundle (deterministic random weights), built once per test session.
+
+    Built by the same library function as `lightwam demo-bundle`, so the tests load exactly what
+    users get from `make demo`.
+    """
+    from lightwam_ros.demo_bundle import build_demo_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "demo_tiny"
+    build_demo_bundle(out, size="tiny", seed=0)
+    return out
