@@ -125,10 +125,11 @@ class ModelConfig:
 
 
 # Size variants as data (DiT_models style). "tiny" runs well under a second on a CPU.
+# tiny uses head_dim 32: the official RoPE split (d - 2*(d//3), d//3, d//3) only runs when d//3 is even.
 MODEL_SIZES: dict[str, ModelConfig] = {
     "full": ModelConfig(),
     "tiny": ModelConfig(
-        dim=64, ffn_dim=128, num_heads=4, num_layers=5, text_dim=32, freq_dim=32,
+        dim=64, ffn_dim=128, num_heads=2, num_layers=5, text_dim=32, freq_dim=32,
         lora_rank=4, lora_alpha=8.0, lora_layers=tuple(range(5)), adapter_layers=(1, 2, 3), adapter_dim=16,
         vae=VAEConfig(dim=8, z_dim=16), expert=ExpertConfig(per_layer_dim=48, trunk_dim=64, step_pos_dim=32,
                                                               num_queries=4, num_pool_heads=4),
