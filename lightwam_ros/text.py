@@ -52,6 +52,7 @@ OFFICIAL_ENC_ID = "wan21t2v13b"  # _model_id_to_enc_id("Wan-AI/Wan2.1-T2V-1.3B")
 # `regex`'s \s (Unicode White_Space): what the reference collapsed.
 _WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 _CACHE_SUFFIX = ".safetensors"  # cache-dir files: <prompt_key>.safetensors
+_ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,11 +290,13 @@ def add_contexts(bundle: "Bundle | str | os.PathLike", contexts: Mapping[str, to
     file's sha256, so the bundle still verifies. New contexts are stored in the dtype of the ones already
     there (bf16 for converted bundles, as the official cache), so the file stays uniform.
     """
+    from lightwam_ros.bundle import read_safetensors_header
+
     b = _as_bundle(bundle)
-    existing = b.load_contexts() if b.contexts_path.is_file() else {}
-    dtype = next(iter(existing.values())).dtype if existing else None
-    prepared = {ins: (t.detach().to("cpu", dtype) if dtype is not None else t.detach().to("cpu"))
-                for ins, t in contexts.items()}
+    header = read_safetensors_header(b.contexts_path) if b.contexts_path.is_file() else {}
+    stored = {dt for key, (_, dt) in header.items() if key in b.instructions.values()}
+    dtype = _ST_DTYPES.get(stored.pop()) if len(stored) == 1 else None
+    prepared = {ins: t.detach().to("cpu", dtype or t.dtype) for ins, t in contexts.items()}
     b.add_text_contexts(prepared)
     return {ins: b.instructions[ins] for ins in prepared}
 
