@@ -7,15 +7,12 @@ Run on a workstation (a GPU helps: ≈1.2 TFLOP per instruction); the robot then
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import resource
 import sys
 import time
 
 import torch
-
-log = logging.getLogger("lightwam.encode_text")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
