@@ -168,6 +168,8 @@ class TextContexts:
 
     def __init__(self, source: "Bundle | str | os.PathLike", cache_dir: str | os.PathLike | None = None,
                  verify: bool = True) -> None:
+        from lightwam_ros.bundle import BundleError
+
         bundle = _as_bundle(source)
         self.bundle_dir = Path(bundle.path)
         self.template: str = bundle.text_template
@@ -181,17 +183,20 @@ class TextContexts:
         if verify:
             digest = bundle.files.get(bundle.contexts_file)
             if digest is None:
-                raise ValueError(f"{self.bundle_dir / 'manifest.json'}: 'files' has no sha256 for {bundle.contexts_file}")
+                raise BundleError(f"{self.bundle_dir / 'manifest.json'}: 'files' has no sha256 for {bundle.contexts_file}")
             if _sha256(path) != digest:
-                raise ValueError(f"{path}: sha256 differs from the manifest (file changed after the bundle was written)")
+                raise BundleError(f"{path}: sha256 differs from the manifest (file changed after the bundle was written)")
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
-                self._by_key[key] = self._checked(f.get_tensor(key), f"{path} [{key}]")
+                t = f.get_tensor(key)
+                if tuple(t.shape) != self.shape:
+                    raise BundleError(f"{path}: context {key} has shape {list(t.shape)}, expected {list(self.shape)}")
+                self._by_key[key] = t
         for instruction, key in bundle.instructions.items():
             if key not in self._by_key:
-                raise ValueError(f"{path}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
+                raise BundleError(f"{path}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
             self._index(instruction, key)
         if self.cache_dir is not None and self.cache_dir.is_dir():
             for p in sorted(self.cache_dir.glob("*" + _CACHE_SUFFIX)):

@@ -177,8 +177,10 @@ def test_text_contexts_lookup(bundle_dir):
 def test_text_contexts_detects_a_changed_file(bundle_dir):
     from safetensors.torch import save_file
 
+    from lightwam_ros.bundle import BundleError
+
     save_file({prompt_key("pick up the red block"): torch.zeros(128, 32)}, str(bundle_dir / "text_contexts.safetensors"))
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(BundleError, match="sha256"):
         TextContexts(bundle_dir)
 
 
