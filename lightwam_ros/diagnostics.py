@@ -12,8 +12,8 @@ API
 Four statuses, named "<node>: cameras | sync | inference | control", so a robot_monitor groups them:
 - cameras: per-camera arrival rate over the last publish period and silence; ERROR if any is dead.
 - sync: sets emitted and their rate, last spread, drops by reason (cumulative and in this period);
-  WARN when frames were dropped this period for a reason that means a clock or transport problem
-  (future, backwards, duplicate, stale, expired).
+  WARN when frames were dropped this period for a reason that means a clock, latency or wiring
+  problem (future, backwards, duplicate, stale, unknown camera; not the routine evicted/expired).
 - inference: backend/device/dtype, chunk outcomes, latency percentiles per stage; WARN if the
   latency makes a gapless command impossible (ChunkScheduler.keeps_up) or chunks expire.
 - control: hold reason, queue depth (plan steps ahead), safety counters; level by HOLD_LEVELS.
@@ -56,8 +56,9 @@ HOLD_LEVELS: dict[HoldReason | None, Level] = {
     HoldReason.STALE_CAMERAS: Level.ERROR,
     HoldReason.CHUNK_REFUSED: Level.ERROR,
 }
+# EVICTED and EXPIRED are routine (unmatched frames of a faster camera leave one way or the other).
 _PROBLEM_DROPS = (DropReason.FUTURE, DropReason.BACKWARDS, DropReason.DUPLICATE, DropReason.STALE,
-                  DropReason.EXPIRED, DropReason.UNKNOWN_CAMERA)
+                  DropReason.UNKNOWN_CAMERA)
 
 
 def status(name: str, level: Level, message: str, values: Mapping[str, Any],

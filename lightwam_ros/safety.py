@@ -122,18 +122,21 @@ class SafetyFilter:
     def check_chunk(self, actions: np.ndarray) -> str | None:
         """None if every row may run; otherwise why the chunk is refused (names the dim).
         Pass only the rows that will execute."""
-        a = np.asarray(actions, dtype=np.float64)
+        reason = self._refusal(np.asarray(actions, dtype=np.float64))
+        if reason is not None:
+            self._counts["refused"] += 1
+        return reason
+
+    def _refusal(self, a: np.ndarray) -> str | None:
         if a.ndim != 2 or a.shape[1] != len(self._names):
             return f"chunk shape {a.shape} does not match {len(self._names)} action dims"
         bad = ~np.isfinite(a)
         if bad.any():
             k, d = map(int, np.argwhere(bad)[0])
-            self._counts["refused"] += 1
             return f"chunk has non-finite value {a[k, d]} at step {k}, dim {d} ('{self._names[d]}')"
         off = (a < self._refuse_lo) | (a > self._refuse_hi)
         if off.any():
             k, d = map(int, np.argwhere(off)[0])
-            self._counts["refused"] += 1
             return (f"chunk step {k} dim {d} ('{self._names[d]}') = {a[k, d]:.4g} is beyond the limits "
                     f"[{self._lo[d]:.4g}, {self._hi[d]:.4g}] by more than safety.refuse_margin "
                     f"{self._config.refuse_margin} of the range")

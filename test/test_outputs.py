@@ -154,8 +154,9 @@ def test_diagnostics_rates_levels_and_messages():
     assert inf["values"]["chunks.accepted"] == 1 and inf["values"]["request_to_chunk_ms"] == pytest.approx(130.0)
     assert out["control"]["level"] is Level.ERROR and out["control"]["message"] == "holding: chunk_refused"
 
-    # a quiet period: drops do not repeat as warnings
-    out = by_name(d.statuses(2_500_000_000, inp(stats({"left": 75, "right": 59}, drops={DropReason.FUTURE: 2}),
+    # a quiet period: drops do not repeat as warnings; expiries/evictions are routine
+    out = by_name(d.statuses(2_500_000_000, inp(stats({"left": 75, "right": 59}, drops={
+        DropReason.FUTURE: 2, DropReason.EXPIRED: 9, DropReason.EVICTED: 4}),
                                                 hold=HoldReason.PAUSED)))
     assert out["sync"]["level"] is Level.OK and out["control"]["level"] is Level.OK
     assert out["inference"]["level"] is Level.OK

@@ -96,6 +96,7 @@ def test_check_chunk_refuses_non_finite_and_wild_values(row, fragment):
 def test_check_chunk_shape_and_zero_margin():
     s = f()
     assert "does not match 3 action dims" in s.check_chunk(np.zeros((4, 2)))
+    assert s.stats()["refused"] == 1
     strict = SafetyFilter(SafetyConfig(CFG.position_min, CFG.position_max, CFG.max_step, 0.0), NAMES)
     assert strict.check_chunk(np.array([[1.0, 2.0, 0.04]])) is None
     assert strict.check_chunk(np.array([[1.0 + 1e-9, 0.0, 0.0]])) is not None
