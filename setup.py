@@ -29,7 +29,6 @@ setup(
     maintainer_email="maintainers@lightwam-ros.invalid",
     description="Light-WAM world action model policy node, bundle tools and rosbag replay for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             f"policy_node = {PACKAGE}.node:main",

@@ -81,8 +81,8 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Built by the same library function as `lightwam demo-bundle`, so the tests load exactly what
     users get from `make demo`.
     """
-    from lightwam_ros.demo_bundle import build_demo_bundle
+    from lightwam_ros.demo_bundle import write_demo_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "demo_tiny"
-    build_demo_bundle(out, size="tiny", seed=0)
+    write_demo_bundle(out, size="tiny", seed=0)
     return out

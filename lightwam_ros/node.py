@@ -1,0 +1,767 @@
+"""PolicyNode: the lifecycle node that wires cameras, joint state and instruction to the policy and
+the policy's action chunks to a trajectory executor. rclpy wiring only: every decision (sync,
+scheduling, safety, message layout, diagnostics) lives in the pure modules it calls.
+
+Lifecycle (REP-2000 managed node; driven by ``--autostart`` or from outside over the standard
+lifecycle services, e.g. ``ros2 lifecycle set /lightwam_policy configure``):
+- configure: parameters -> PolicyConfig -> bundle loaded and verified -> config checked against the
+  bundle -> PolicyPipeline on the backend/device/dtype -> warm-up; subscriptions, the inference
+  worker and diagnostics start. Any failure: one error naming the parameter or file, FAILURE, and
+  the node stays unconfigured (fix the parameter, configure again).
+- activate: the control timer starts and the outputs are enabled. The first command holds the
+  measured joint positions until the first chunk arrives.
+- deactivate: one hold is sent (the executor stops where it was told to be), control stops.
+- cleanup: worker stopped, pipeline closed (device memory released), everything dropped.
+
+Threads: callbacks (images, joint state, instruction, control timer, services, parameters) run on
+ONE SingleThreadedExecutor thread, so the scheduler, sync and safety state have a single owner and
+need no locks. Model inference runs in one plain worker thread (InferenceWorker) and meets the
+executor only at a locked request/result handoff. Why not an executor callback or a
+MultiThreadedExecutor: inference takes longer than a control period and a multi-threaded executor
+made the 50 Hz timer jitter worse (ros2-notes §3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                               ParameterUninitializedException)
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from lightwam_ros import config as cfgmod
+from lightwam_ros.config import ConfigError, OutputMode, PolicyConfig
+from lightwam_ros.diagnostics import Diagnostics, DiagnosticsInput
+from lightwam_ros.images import ImageError, image_to_rgb, time_to_ns
+from lightwam_ros.outputs import action_chunk_msg, debug_canvas, diagnostic_array, forward_command, joint_trajectory
+from lightwam_ros.safety import HoldReason, SafetyFilter, hold_reason
+from lightwam_ros.scheduler import ChunkOutcome, ChunkScheduler, TickStatus
+from lightwam_ros.sync import FrameSync
+from lightwam_ros.types import ActionChunk, FrameSet
+
+NODE_NAME = cfgmod.NODE_NAME
+THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference worker: one plain thread, a one-slot request/result handoff
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What the worker hands back for one request: a chunk, or the error that prevented it."""
+
+    frames: FrameSet
+    chunk: ActionChunk | None
+    error: str | None = None
+
+
+class InferenceWorker:
+    """Runs ``predict(frames) -> ActionChunk`` for one request at a time in its own thread.
+
+    ``submit`` never blocks (False while busy); ``poll`` returns the finished result once. The
+    control loop therefore never waits on the model, and a slow model only delays chunks.
+    """
+
+    def __init__(self, predict, name: str = "lightwam-inference"):
+        self._predict = predict
+        self._cond = threading.Condition()
+        self._request: FrameSet | None = None
+        self._result: InferenceResult | None = None
+        self._busy = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._busy or self._result is not None
+
+    def submit(self, frames: FrameSet) -> bool:
+        with self._cond:
+            if self._busy or self._result is not None or self._stop:
+                return False
+            self._request, self._busy = frames, True
+            self._cond.notify_all()
+            return True
+
+    def poll(self) -> InferenceResult | None:
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after the inference in progress (if any) finishes."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._request is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                frames, self._request = self._request, None
+            try:
+                result = InferenceResult(frames, self._predict(frames))
+            except Exception as exc:  # noqa: BLE001 - reported to the node, which holds the robot
+                result = InferenceResult(frames, None, f"{type(exc).__name__}: {exc}")
+            with self._cond:
+                self._result, self._busy = result, False
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+def _descriptor(d: cfgmod.Declaration) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=d.name, type=Parameter.Type[d.type_name].value,
+                               description=d.description, additional_constraints=d.constraints)
+    if d.float_range is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=d.float_range[0], to_value=d.float_range[1], step=0.0)]
+    if d.integer_range is not None:
+        desc.integer_range = [IntegerRange(from_value=d.integer_range[0], to_value=d.integer_range[1], step=1)]
+    return desc
+
+
+def _plain(value: Any) -> Any:
+    """rclpy parameter value -> plain python (arrays become lists)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return list(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The node
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Runtime:
+    """Everything configure builds and cleanup drops (one object, so cleanup cannot miss a part)."""
+
+    config: PolicyConfig
+    bundle_info: cfgmod.BundleInfo
+    pipeline: Any  # PolicyPipeline (typed loosely: imported at configure time, it pulls in torch)
+    text_encoder: Any  # OnlineTextEncoder | None
+    sync: FrameSync
+    scheduler: ChunkScheduler
+    safety: SafetyFilter
+    diagnostics: Diagnostics
+    worker: InferenceWorker
+    subscriptions: list = field(default_factory=list)
+    publishers: list = field(default_factory=list)
+    timers: list = field(default_factory=list)
+    services: list = field(default_factory=list)
+    output_pub: Any = None
+    chunk_pub: Any = None
+    canvas_pub: Any = None
+    diag_pub: Any = None
+    control_timer: Any = None
+    # inputs (written by callbacks on the executor thread)
+    latest_set: FrameSet | None = None
+    state: np.ndarray | None = None  # joints.names order
+    measured: np.ndarray | None = None  # output.joint_names order, when the joint state carries them
+    state_stamp_ns: int | None = None
+    joint_index: dict = field(default_factory=dict)  # tuple(msg.name) -> (state idx, measured idx | None)
+    instruction: str | None = None  # last received on the topic
+    # control state
+    active: bool = False
+    paused: bool = False
+    following: bool = False  # the last tick followed the plan (a hold must be sent on leaving it)
+    hold: HoldReason | None = HoldReason.INACTIVE
+    last_error: str = ""
+    last_canvas_ns: int = 0
+    ticks: int = 0
+    tick_period_ns: list = field(default_factory=list)  # recent tick-to-tick periods (jitter diag)
+    last_tick_wall_ns: int | None = None
+    chunks_published: int = 0
+    trajectories_published: int = 0
+
+
+class PolicyNode(LifecycleNode):
+    """Lifecycle policy node; see the module docstring for the transitions and threads."""
+
+    def __init__(self, node_name: str = NODE_NAME, *, autostart: bool = False, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self._rt: _Runtime | None = None
+        self._declare_error: ConfigError | None = None  # a bad value in the params file
+        self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._autostart_timer = self.create_timer(0.0, self._autostart) if autostart else None
+
+    # -- parameters --------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> None:
+        """Declare the whole table with descriptors. A bad value from the params file is reported
+        (and fails configure) instead of raising out of the constructor with a traceback."""
+        for d in cfgmod.declarations():
+            desc = _descriptor(d)
+            try:
+                self._declare_one(d, desc, ignore_override=False)
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                given = self._parameter_overrides.get(d.name)
+                error = ConfigError(d.name, f"invalid value {given.value if given else '?'!r} "
+                                            f"({d.constraints or d.type_name}): {exc}")
+                self.get_logger().error(str(error))
+                self._declare_error = self._declare_error or error
+                self._declare_one(d, desc, ignore_override=True)
+
+    def _declare_one(self, d: cfgmod.Declaration, desc: ParameterDescriptor, ignore_override: bool) -> None:
+        value = Parameter.Type[d.type_name] if d.default is None else d.default
+        self.declare_parameter(d.name, value, desc, ignore_override=ignore_override)
+
+    def _parameter_values(self) -> dict[str, Any]:
+        """Flat parameter dict for config.from_params, including unknown names from the params file
+        (rclpy ignores undeclared overrides silently; from_params names the typo instead)."""
+        values: dict[str, Any] = {}
+        for name in cfgmod.SPECS:
+            try:
+                values[name] = _plain(self.get_parameter(name).value)
+            except ParameterUninitializedException:  # declared by type only and never set
+                values[name] = None
+        for name, p in self._parameter_overrides.items():
+            if name not in values and not name.startswith(cfgmod.ROS_BUILTIN_PREFIXES):
+                values[name] = _plain(p.value)
+        return values
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        rt = self._rt
+        if rt is None:  # unconfigured: anything the descriptors accept; configure validates the whole
+            return SetParametersResult(successful=True)
+        changes = {p.name: _plain(p.value) for p in params}
+        result = cfgmod.apply_updates(rt.config, changes, rt.bundle_info)
+        if not result.ok:
+            return SetParametersResult(successful=False, reason=result.reason)
+        self._apply_config(rt, result.config)
+        self.get_logger().info(f"parameters updated: {sorted(changes)}")
+        return SetParametersResult(successful=True)
+
+    def _apply_config(self, rt: _Runtime, new: PolicyConfig) -> None:
+        rt.config = new
+        rt.sync.reconfigure(new.sync)
+        rt.scheduler.reconfigure(new.chunk)
+        rt.safety.reconfigure(new.safety)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+        else:
+            self.get_logger().error("autostart: configure failed; fix the parameter named above and "
+                                    "configure again (ros2 lifecycle set <node> configure)")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        t0 = time.monotonic()
+        try:
+            self._rt = self._build_runtime()
+        except ConfigError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: BLE001 - bundle, backend, device errors name their file/parameter
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        rt = self._rt
+        p = rt.pipeline
+        self.get_logger().info(
+            f"configured in {time.monotonic() - t0:.1f} s: bundle {p.bundle.path} on {p.backend.name}/"
+            f"{p.device}/{str(p.backend.dtype).removeprefix('torch.')}, {len(rt.config.cameras.names)} cameras, "
+            f"output {rt.config.output.mode.value} -> {self._output_topic_name()}"
+            f"{' (dry run)' if rt.config.dry_run else ''}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        rt = self._rt
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        rt.worker.poll()  # a result computed before activation is stale
+        rt.scheduler.reset()
+        rt.safety.reset()  # the robot may have moved while inactive: start from the measured position
+        rt.active, rt.paused, rt.following = True, False, False
+        rt.control_timer = self.create_timer(1.0 / rt.config.control_rate_hz, self._on_control_tick)
+        self.get_logger().info(f"active: control at {rt.config.control_rate_hz:g} Hz")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        rt = self._rt
+        self._stop_control(rt, HoldReason.INACTIVE)
+        self.get_logger().info("inactive: holding, no commands")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._rt is not None and self._rt.active:
+            self._stop_control(self._rt, HoldReason.INACTIVE)
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("lifecycle error: releasing everything (back to unconfigured)")
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        self._release()
+        super().destroy_node()
+
+    def _stop_control(self, rt: _Runtime, reason: HoldReason) -> None:
+        if rt.following:
+            self._publish_hold(rt, reason, self._now_ns())
+        rt.active, rt.following, rt.hold = False, False, reason
+        if rt.control_timer is not None:
+            self.destroy_timer(rt.control_timer)
+            rt.control_timer = None
+
+    # -- configure: build everything ---------------------------------------------------------------
+
+    def _build_runtime(self) -> _Runtime:
+        from lightwam_ros.bundle import Bundle  # torch-heavy imports only when configuring
+        from lightwam_ros.pipeline import PolicyPipeline
+
+        if self._declare_error is not None:
+            raise self._declare_error
+        cfg = cfgmod.from_params(self._parameter_values())
+        path = cfgmod.resolve_bundle_path(cfg.bundle)
+        bundle = Bundle.load(path, verify=True)  # sha256 of every file, shapes, dims
+        emb = bundle.embodiment
+        info = cfgmod.BundleInfo(tuple(emb.cameras), tuple(emb.state_names), tuple(emb.action_names),
+                                 int(emb.trained_steps), emb.action_rate_hz)
+        for warning in cfgmod.validate_against_bundle(cfg, info):
+            self.get_logger().warning(warning)
+        steps = min(info.trained_steps, bundle.model_config.horizon)  # never compute unexecutable rows
+        pipeline = PolicyPipeline.from_bundle(bundle, backend=cfg.backend.value, device=cfg.device,
+                                              dtype=cfg.dtype.value, steps=steps,
+                                              text_cache_dir=cfg.text.cache_dir or None)
+        try:
+            text_encoder = self._text_encoder(cfg, pipeline)
+            warm_ms = pipeline.warmup(runs=1)
+            self.get_logger().info(f"warm-up: {warm_ms:.1f} ms per inference")
+            return self._wire(cfg, info, pipeline, text_encoder)
+        except BaseException:
+            pipeline.close()
+            raise
+
+    @staticmethod
+    def _text_encoder(cfg: PolicyConfig, pipeline: Any) -> Any:
+        if cfg.text.encoder is not cfgmod.TextEncoder.UMT5:
+            return None
+        from lightwam_ros.text import OnlineEncoderConfig, OnlineTextEncoder
+
+        return OnlineTextEncoder(pipeline.contexts, OnlineEncoderConfig(
+            wan_dir=cfg.text.wan_dir, device=cfg.text.device, cache_dir=cfg.text.cache_dir))
+
+    def _wire(self, cfg: PolicyConfig, info: cfgmod.BundleInfo, pipeline: Any, text_encoder: Any) -> _Runtime:
+        now = self._now_ns()
+        worker = InferenceWorker(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns))
+        rt = _Runtime(config=cfg, bundle_info=info, pipeline=pipeline, text_encoder=text_encoder,
+                      sync=FrameSync(cfg.cameras.names, cfg.sync, now),
+                      scheduler=ChunkScheduler(cfg.chunk),
+                      safety=SafetyFilter(cfg.safety, cfg.output.joint_names),
+                      diagnostics=Diagnostics(self.get_fully_qualified_name(), cfg.cameras.names, now),
+                      worker=worker)
+        try:
+            camera_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                                    depth=cfg.sync.queue_size, durability=DurabilityPolicy.VOLATILE)
+            for camera, topic in zip(cfg.cameras.names, cfg.cameras.topics):
+                rt.subscriptions.append(self.create_subscription(
+                    Image, topic, lambda msg, c=camera, t=topic: self._on_image(msg, c, t), camera_qos))
+            rt.subscriptions.append(self.create_subscription(
+                JointState, cfg.joints.state_topic, self._on_joint_state,
+                QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=5)))
+            latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            rt.subscriptions.append(self.create_subscription(
+                String, cfg.instruction.topic, self._on_instruction, latched))
+            if cfg.output.mode is OutputMode.JOINT_TRAJECTORY:
+                rt.output_pub = self.create_lifecycle_publisher(JointTrajectory, cfg.output.topic, 10)
+            elif cfg.output.mode is OutputMode.FORWARD:
+                rt.output_pub = self.create_lifecycle_publisher(Float64MultiArray, cfg.output.topic, 10)
+            rt.chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/action_chunk", 10)
+            rt.canvas_pub = self.create_lifecycle_publisher(Image, "~/debug/canvas", 1)
+            rt.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            rt.publishers += [p for p in (rt.output_pub, rt.chunk_pub, rt.canvas_pub, rt.diag_pub) if p is not None]
+            rt.timers.append(self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._on_diagnostics))
+            rt.services += [self.create_service(Trigger, "~/pause", self._on_pause),
+                            self.create_service(Trigger, "~/resume", self._on_resume)]
+        except BaseException:
+            self._destroy_entities(rt)
+            worker.close()
+            raise
+        return rt
+
+    def _destroy_entities(self, rt: _Runtime) -> None:
+        for s in rt.subscriptions:
+            self.destroy_subscription(s)
+        for p in rt.publishers:
+            if p in self._managed_entities:
+                self.destroy_lifecycle_publisher(p)
+            else:
+                self.destroy_publisher(p)
+        for t in [*rt.timers, rt.control_timer]:
+            if t is not None:
+                self.destroy_timer(t)
+        for s in rt.services:
+            self.destroy_service(s)
+        rt.subscriptions, rt.publishers, rt.timers, rt.services, rt.control_timer = [], [], [], [], None
+
+    def _release(self) -> None:
+        """Stop the worker, destroy every entity, close the pipeline (frees device memory)."""
+        rt, self._rt = self._rt, None
+        if rt is None:
+            return
+        rt.active = False
+        self._destroy_entities(rt)
+        rt.worker.close()
+        if rt.text_encoder is not None:
+            rt.text_encoder.close()
+        rt.pipeline.close()
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, msg: Image, camera: str, topic: str) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        now = self._now_ns()
+        try:
+            rgb = image_to_rgb(msg, self.resolve_topic_name(topic))
+        except ImageError as exc:
+            self.get_logger().error(f"{exc}; frame dropped", throttle_duration_sec=THROTTLE_S)
+            return
+        frames = rt.sync.add(camera, time_to_ns(msg.header.stamp), rgb, now)
+        if frames is not None:
+            rt.latest_set = frames
+            self._maybe_request_inference(rt, now)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        names = tuple(msg.name)
+        index = rt.joint_index.get(names)
+        if index is None:
+            where = {n: i for i, n in enumerate(names)}
+            missing = [n for n in rt.config.joints.names if n not in where]
+            if missing:
+                self.get_logger().error(
+                    f"joint state on '{self.resolve_topic_name(rt.config.joints.state_topic)}' lacks joints "
+                    f"{missing} of joints.names (it has {list(names)}); holding",
+                    throttle_duration_sec=THROTTLE_S)
+                return
+            state_idx = np.array([where[n] for n in rt.config.joints.names])
+            out = rt.config.output.joint_names
+            measured_idx = np.array([where[n] for n in out]) if all(n in where for n in out) else None
+            index = rt.joint_index[names] = (state_idx, measured_idx)
+        if len(msg.position) != len(names):
+            self.get_logger().error(
+                f"joint state on '{self.resolve_topic_name(rt.config.joints.state_topic)}' has "
+                f"{len(msg.position)} positions for {len(names)} names; holding", throttle_duration_sec=THROTTLE_S)
+            return
+        position = np.asarray(msg.position, dtype=np.float64)
+        state = position[index[0]]
+        if not np.isfinite(state).all():
+            bad = [n for n, v in zip(rt.config.joints.names, state) if not np.isfinite(v)]
+            self.get_logger().error(f"joint state has NaN/Inf for {bad}; holding", throttle_duration_sec=THROTTLE_S)
+            return
+        stamp = time_to_ns(msg.header.stamp)
+        rt.state = state
+        rt.measured = position[index[1]] if index[1] is not None else None
+        rt.state_stamp_ns = stamp if stamp > 0 else self._now_ns()  # unstamped: arrival time
+
+    def _on_instruction(self, msg: String) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        rt.instruction = msg.data
+        ok, why = self._instruction_status(rt)
+        if ok:
+            self.get_logger().info(f"instruction: {msg.data!r}")
+        elif why:
+            self.get_logger().error(why)
+
+    def _current_instruction(self, rt: _Runtime) -> str:
+        return rt.instruction if rt.instruction else rt.config.instruction.default
+
+    def _instruction_status(self, rt: _Runtime) -> tuple[bool, str]:
+        """(usable, why not). Unknown instructions hold the robot; the error lists the known ones."""
+        from lightwam_ros.text import TextStatus, UnknownInstructionError
+
+        ins = self._current_instruction(rt)
+        if not ins:
+            return False, ""
+        if ins in rt.pipeline.contexts:
+            return True, ""
+        if rt.text_encoder is not None:
+            status = rt.text_encoder.request(ins)
+            if status is TextStatus.READY:
+                return True, ""
+            if status is TextStatus.FAILED:
+                return False, f"instruction {ins!r}: encoding failed: {rt.text_encoder.error(ins)}; holding"
+            return False, ""  # ENCODING: hold quietly, diagnostics report it
+        return False, str(UnknownInstructionError(ins, rt.pipeline.known_instructions,
+                                                  f"bundle {rt.pipeline.bundle.path}")) + "\nHolding."
+
+    def _state_fresh(self, rt: _Runtime, now: int) -> bool:
+        return rt.state is not None and now - rt.state_stamp_ns <= rt.config.joints.max_age_ns
+
+    # -- inference requests ------------------------------------------------------------------------
+
+    def _maybe_request_inference(self, rt: _Runtime, now: int) -> None:
+        """Hand the newest fresh frame set to the worker when the scheduler needs the next chunk."""
+        if not rt.active or rt.paused or rt.latest_set is None or rt.worker.busy:
+            return
+        if not rt.scheduler.wants_inference(now):
+            return
+        frames = rt.latest_set
+        if now - frames.stamp_ns > rt.config.sync.max_age_ns or not self._state_fresh(rt, now):
+            return
+        ok, _ = self._instruction_status(rt)
+        if not ok:
+            return
+        request = dataclasses.replace(frames, state=rt.state.copy(), instruction=self._current_instruction(rt))
+        if rt.worker.submit(request):
+            rt.latest_set = None  # one set is used once
+            rt.scheduler.inference_started(now)
+
+    def _collect_result(self, rt: _Runtime, now: int) -> bool:
+        """Merge a finished chunk into the plan; True when the plan changed (re-send trajectory)."""
+        result = rt.worker.poll()
+        if result is None:
+            return False
+        if result.chunk is None:
+            rt.scheduler.inference_failed()
+            rt.last_error = result.error or "inference failed"
+            self.get_logger().error(f"inference failed: {rt.last_error}; holding", throttle_duration_sec=THROTTLE_S)
+            return False
+        chunk = result.chunk
+        rt.chunk_pub.publish(action_chunk_msg(chunk, rt.config.output.joint_names))
+        rt.chunks_published += 1
+        self._publish_canvas(rt, chunk.stamp_ns, now)
+        n = min(rt.config.chunk.steps_limit(chunk.trained_steps), chunk.horizon)
+        refused = rt.safety.check_chunk(chunk.actions[:n])
+        if refused is not None:
+            rt.scheduler.inference_failed()
+            rt.scheduler.clear()
+            rt.last_error = refused
+            self.get_logger().error(f"chunk refused: {refused}; holding", throttle_duration_sec=THROTTLE_S)
+            return False
+        outcome = rt.scheduler.on_chunk(chunk, now)
+        rt.diagnostics.record_chunk(outcome, chunk.timings_ms)
+        if outcome is not ChunkOutcome.ACCEPTED:
+            self.get_logger().warning(f"chunk {outcome.value} (observation {(now - chunk.stamp_ns) / 1e6:.0f} ms old)",
+                                      throttle_duration_sec=THROTTLE_S)
+        return outcome is ChunkOutcome.ACCEPTED
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def _on_control_tick(self) -> None:
+        rt = self._rt
+        if rt is None or not rt.active:
+            return
+        wall = time.monotonic_ns()
+        if rt.last_tick_wall_ns is not None:
+            rt.tick_period_ns.append(wall - rt.last_tick_wall_ns)
+            del rt.tick_period_ns[:-500]
+        rt.last_tick_wall_ns = wall
+        rt.ticks += 1
+        now = self._now_ns()
+        new_plan = self._collect_result(rt, now)
+        tick = rt.scheduler.tick(now)
+        ok_instruction, why = self._instruction_status(rt)
+        if why:
+            self.get_logger().error(why, throttle_duration_sec=10.0)
+        reason = hold_reason(active=rt.active, paused=rt.paused, state_fresh=self._state_fresh(rt, now),
+                             dead_cameras=rt.sync.dead_cameras(now), have_instruction=ok_instruction,
+                             tick_status=tick.status, dry_run=rt.config.dry_run)
+        rt.hold = reason
+        if reason is None:
+            self._follow(rt, tick.action, now, resend=new_plan or not rt.following)
+        elif reason is HoldReason.DRY_RUN:
+            if rt.following:  # leaving command mode: leave the robot holding, then stay silent
+                self._publish_hold(rt, reason, now)
+        else:
+            if rt.following or rt.config.output.mode is OutputMode.FORWARD:
+                self._publish_hold(rt, reason, now)
+            else:
+                rt.safety.hold(reason, self._measured(rt, tick.action))  # counts the hold
+        rt.following = reason is None
+        self._maybe_request_inference(rt, now)
+
+    def _measured(self, rt: _Runtime, fallback: np.ndarray | None) -> np.ndarray | None:
+        """Measured positions in action order; when the action dims are not joints of the joint
+        state (e.g. end-effector deltas), the plan's own current value is the reference."""
+        return rt.measured if rt.measured is not None else fallback
+
+    def _follow(self, rt: _Runtime, action: np.ndarray, now: int, resend: bool) -> None:
+        measured = self._measured(rt, action)
+        command = rt.safety.step(action, measured)
+        if command is None:
+            return
+        mode = rt.config.output.mode
+        if mode is OutputMode.FORWARD:
+            rt.output_pub.publish(forward_command(command))
+        elif mode is OutputMode.JOINT_TRAJECTORY and resend:
+            points = rt.scheduler.upcoming(now, rt.config.output.trajectory_steps)
+            if len(points) == 0:
+                points = command[None]
+            dt = rt.scheduler.dt_ns or rt.config.control_period_ns
+            limited = rt.safety.limit_trajectory(points, dt, rt.config.control_period_ns, measured)
+            if limited is not None:
+                rt.output_pub.publish(joint_trajectory(rt.config.output.joint_names, limited, dt,
+                                                       rt.config.output.send_velocities))
+                rt.trajectories_published += 1
+
+    def _publish_hold(self, rt: _Runtime, reason: HoldReason, now: int) -> None:
+        position = rt.safety.hold(reason, self._measured(rt, None))
+        if position is None or rt.output_pub is None:
+            return
+        if rt.config.output.mode is OutputMode.FORWARD:
+            rt.output_pub.publish(forward_command(position))
+        else:
+            rt.output_pub.publish(joint_trajectory(rt.config.output.joint_names, position[None],
+                                                   rt.config.control_period_ns))
+            rt.trajectories_published += 1
+
+    def _publish_canvas(self, rt: _Runtime, stamp_ns: int, now: int) -> None:
+        rate = rt.config.canvas_rate_hz
+        if rate <= 0 or now - rt.last_canvas_ns < 1e9 / rate or rt.canvas_pub.get_subscription_count() == 0:
+            return
+        canvas = rt.pipeline.last_canvas
+        if canvas is not None:
+            rt.canvas_pub.publish(debug_canvas(canvas, stamp_ns, "lightwam_canvas"))
+            rt.last_canvas_ns = now
+
+    # -- services ----------------------------------------------------------------------------------
+
+    def _on_pause(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        rt = self._rt
+        if rt is None or not rt.active:
+            response.success, response.message = False, "not active"
+            return response
+        rt.paused = True
+        response.success, response.message = True, "paused: holding the last command"
+        self.get_logger().info("paused")
+        return response
+
+    def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        rt = self._rt
+        if rt is None or not rt.active:
+            response.success, response.message = False, "not active"
+            return response
+        if rt.paused:
+            rt.paused = False
+            rt.scheduler.reset()  # the plan from before the pause is stale: wait for a fresh chunk
+        response.success, response.message = True, "resumed: following the policy from a fresh chunk"
+        self.get_logger().info("resumed")
+        return response
+
+    # -- diagnostics -------------------------------------------------------------------------------
+
+    def _on_diagnostics(self) -> None:
+        rt = self._rt
+        if rt is None:
+            return
+        now = self._now_ns()
+        sched = rt.scheduler
+        latency = sched.expected_latency_ns
+        keeps_up = None
+        if latency is not None and sched.dt_ns:
+            steps = rt.config.chunk.steps_limit(rt.bundle_info.trained_steps)
+            keeps_up = ChunkScheduler.keeps_up(latency, steps, sched.dt_ns)
+        extra: dict[str, Any] = {"lifecycle": "active" if rt.active else "inactive", "paused": rt.paused,
+                                 "dry_run": rt.config.dry_run, "ticks": rt.ticks,
+                                 "trajectories_published": rt.trajectories_published,
+                                 "chunks_published": rt.chunks_published}
+        if len(rt.tick_period_ns) > 1:
+            periods = np.asarray(rt.tick_period_ns, dtype=np.float64) / 1e6
+            extra.update({"tick_period_ms.mean": float(periods.mean()), "tick_period_ms.std": float(periods.std()),
+                          "tick_period_ms.max": float(periods.max())})
+        if rt.last_error:
+            extra["last_error"] = rt.last_error
+        if rt.text_encoder is not None:
+            extra.update(rt.text_encoder.diagnostics())
+        p = rt.pipeline
+        inp = DiagnosticsInput(
+            sync=rt.sync.stats(), dead_cameras=rt.sync.dead_cameras(now), silence_ns=rt.sync.silence_ns(now),
+            hold=rt.hold if rt.active else HoldReason.INACTIVE, queue_steps=sched.remaining_steps(now),
+            safety=rt.safety.stats(), backend=p.backend.name, device=str(p.device),
+            dtype=str(p.backend.dtype).removeprefix("torch."), expected_latency_ns=latency, keeps_up=keeps_up,
+            state_age_ns=None if rt.state_stamp_ns is None else now - rt.state_stamp_ns,
+            instruction=self._current_instruction(rt) or None, extra=extra)
+        rt.diag_pub.publish(diagnostic_array(rt.diagnostics.statuses(now, inp), now))
+
+    # -- introspection (tests, demo) ---------------------------------------------------------------
+
+    @property
+    def runtime(self) -> _Runtime | None:
+        """The configured runtime (None when unconfigured). Read-only use from the executor thread."""
+        return self._rt
+
+    def _output_topic_name(self) -> str:
+        rt = self._rt
+        if rt is None or rt.config.output.mode is OutputMode.NONE:
+            return "(none)"
+        return self.resolve_topic_name(rt.config.output.topic)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="policy_node", description="Light-WAM lifecycle policy node")
+    parser.add_argument("--autostart", action="store_true",
+                        help="configure and activate at start (default: wait for lifecycle transitions)")
+    return parser.parse_args(list(argv))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    try:
+        options = parse_arguments(remove_ros_args(args if args is not None else sys.argv)[1:])
+        node = PolicyNode(autostart=options.autostart)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        finally:
+            node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""PolicyNode end to end over real DDS: camera images + joint states in, JointTrajectory out.
+
+One node (demo profile, tiny demo bundle, CPU) is configured once for the module and driven by a
+robot stand-in; the tests then exercise what a robot integrator relies on: trajectory format and
+limits, the raw chunks, diagnostics, pause/resume, dry_run and other runtime parameters, and the
+holds on bad inputs (unknown instruction, undecodable frames, a dead camera, stale joint state).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from node_harness import (
+    RobotStandIn,
+    as_overrides,
+    demo_parameters,
+    ros_context,
+    spinning,
+    trajectory_positions,
+    trajectory_times_ns,
+)
+
+from lightwam_ros.demo_bundle import DEMO_INSTRUCTIONS
+from lightwam_ros.node import PolicyNode
+
+DT_NS = 20_000_000  # demo bundle action rate 50 Hz
+INSTRUCTION = "pick up the red block"
+
+
+@pytest.fixture(scope="module")
+def system(tiny_bundle):
+    params = demo_parameters(tiny_bundle, diagnostics__rate_hz=5.0)  # faster hold reports
+    with ros_context() as ctx:
+        node = PolicyNode(context=ctx, autostart=True, parameter_overrides=as_overrides(params))
+        robot = RobotStandIn(ctx, params, instruction=INSTRUCTION)
+        try:
+            with spinning([node, robot]):
+                robot.wait_for(lambda r: sum(len(m.points) > 1 for _, m in r.trajectories) >= 3, 120,
+                               "the first trajectories")
+                yield node, robot, params
+        finally:
+            node.destroy_node()
+            robot.destroy_node()
+
+
+def _plan_trajectories(received, since: float = 0.0):
+    """Trajectories carrying a plan (more than one point), received after `since`."""
+    return [m for t, m in received.trajectories if t >= since and len(m.points) > 1]
+
+
+def _wait_following(robot: RobotStandIn, since: float, timeout: float = 30.0) -> None:
+    robot.wait_for(lambda r: len(_plan_trajectories(r, since)) >= 2, timeout, "the node to follow the policy again")
+
+
+def _control_status(received) -> dict[str, str]:
+    for _, arr in reversed(received.diagnostics):
+        for s in arr.status:
+            if s.name.endswith(": control"):
+                return {kv.key: kv.value for kv in s.values} | {"_message": s.message, "_level": s.level[0]}
+    return {}
+
+
+def _wait_hold(robot: RobotStandIn, reason: str, timeout: float = 10.0) -> None:
+    robot.wait_for(lambda r: _control_status(r).get("hold") == reason, timeout, f"diagnostics hold={reason}")
+
+
+def _assert_silent(robot: RobotStandIn, seconds: float) -> None:
+    """No plan trajectory for `seconds` (after a short grace for messages already in flight)."""
+    time.sleep(0.3)
+    mark = time.monotonic()
+    time.sleep(seconds)
+    assert _plan_trajectories(robot.snapshot(), mark) == []
+
+
+def test_trajectories_follow_jtc_conventions_and_limits(system) -> None:
+    node, robot, params = system
+    trajs = _plan_trajectories(robot.snapshot())
+    lo, hi = np.array(params["safety.position_min"]), np.array(params["safety.position_max"])
+    cap = np.array(params["safety.max_step"])
+    for msg in trajs:
+        assert list(msg.joint_names) == params["joints.names"]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (0, 0)  # start on arrival
+        t = trajectory_times_ns(msg)
+        np.testing.assert_array_equal(t, DT_NS * np.arange(1, len(t) + 1))  # (k+1)*dt, strictly increasing
+        assert len(t) <= 24  # never beyond the bundle's trained steps
+        p = trajectory_positions(msg)
+        assert p.shape == (len(t), 14)
+        assert np.all(p >= lo - 1e-9) and np.all(p <= hi + 1e-9)
+        assert np.all(np.abs(np.diff(p, axis=0)) <= cap + 1e-9)  # same speed bound as per-tick streaming
+
+
+def test_control_runs_at_the_configured_rate(system) -> None:
+    node, robot, params = system
+    robot.wait_for(lambda r: len(r.diagnostics) >= 2, 10, "two diagnostics messages")
+    start = time.monotonic()
+    time.sleep(2.5)
+    diags = [(t, _control_values(a)) for t, a in robot.snapshot().diagnostics if t >= start]
+    (t0, v0), (t1, v1) = diags[0], diags[-1]
+    rate = (int(v1["ticks"]) - int(v0["ticks"])) / (t1 - t0)
+    assert 0.8 * params["control_rate_hz"] <= rate <= 1.05 * params["control_rate_hz"], rate
+
+
+def _control_values(arr) -> dict[str, str]:
+    for s in arr.status:
+        if s.name.endswith(": control"):
+            return {kv.key: kv.value for kv in s.values}
+    return {}
+
+
+def test_action_chunks_are_stamped_with_their_observation(system) -> None:
+    node, robot, params = system
+    robot.wait_for(lambda r: len(r.chunks) >= 2, 20, "two chunks")
+    received_at, msg = robot.snapshot().chunks[-1]
+    stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    age_s = (robot.now_ns() - stamp_ns) / 1e9
+    assert 0 < age_s < 5.0  # an observation of the last seconds, not 0 and not the future
+    assert list(msg.joint_names) == params["joints.names"]
+    np.testing.assert_array_equal(trajectory_times_ns(msg), DT_NS * np.arange(24))  # k*dt from the observation
+    assert trajectory_positions(msg).shape == (24, 14)
+
+
+def test_diagnostics_report_every_stage(system) -> None:
+    node, robot, params = system
+    snap = robot.wait_for(lambda r: len(r.diagnostics) >= 1, 10, "diagnostics")
+    names = {s.name: s for s in snap.diagnostics[-1][1].status}
+    assert set(names) == {f"/lightwam_policy: {k}" for k in ("cameras", "sync", "inference", "control")}
+    values = {k: {kv.key: kv.value for kv in s.values} for k, s in names.items()}
+    assert names["/lightwam_policy: cameras"].level == b"\x00"
+    assert float(values["/lightwam_policy: cameras"]["cam_high.rate_hz"]) > 20.0  # stand-in publishes at 30 Hz
+    inference = values["/lightwam_policy: inference"]
+    assert (inference["backend"], inference["device"], inference["dtype"]) == ("torch", "cpu", "float32")
+    assert int(inference["chunks.accepted"]) >= 1 and float(inference["total_ms.p50"]) > 0
+
+
+def test_pause_holds_and_resume_follows_again(system) -> None:
+    node, robot, _ = system
+    assert robot.trigger("pause").success
+    _wait_hold(robot, "paused")
+    _assert_silent(robot, 1.0)
+    mark = time.monotonic()
+    assert robot.trigger("resume").success
+    _wait_following(robot, mark)
+
+
+def test_dry_run_computes_but_commands_nothing(system) -> None:
+    node, robot, _ = system
+    (result,) = robot.set_parameters(dry_run=True)
+    assert result.successful, result.reason
+    _wait_hold(robot, "dry_run")
+    n_chunks = len(robot.snapshot().chunks)
+    _assert_silent(robot, 1.5)
+    assert len(robot.snapshot().chunks) >= n_chunks + 2  # inference and ~/action_chunk keep running
+    mark = time.monotonic()
+    (result,) = robot.set_parameters(dry_run=False)
+    assert result.successful, result.reason
+    _wait_following(robot, mark)
+
+
+def test_runtime_parameter_changes_are_validated(system) -> None:
+    node, robot, _ = system
+    (result,) = robot.set_parameters(backend="onnx")
+    assert not result.successful and "backend" in result.reason and "read-only" in result.reason
+    (result,) = robot.set_parameters(safety__max_step=[0.05] * 3)
+    assert not result.successful and "safety.max_step" in result.reason
+    (result,) = robot.set_parameters(control_rate_hz=5000.0)  # outside the descriptor range
+    assert not result.successful
+    (result,) = robot.set_parameters(chunk__blend_steps=2)
+    assert result.successful, result.reason
+    assert node.runtime.config.chunk.blend_steps == 2
+
+
+def test_unknown_instruction_holds_and_lists_the_known_ones(system) -> None:
+    node, robot, _ = system
+    robot.send_instruction("do a backflip")
+    _wait_hold(robot, "no_instruction")
+    errors = [e for e in robot.errors() if "do a backflip" in e]
+    assert errors, robot.errors()
+    assert all(known in errors[0] for known in DEMO_INSTRUCTIONS)
+    _assert_silent(robot, 0.8)
+    mark = time.monotonic()
+    robot.send_instruction(INSTRUCTION)
+    _wait_following(robot, mark)
+
+
+def test_undecodable_frames_are_reported_by_topic_and_the_node_keeps_running(system) -> None:
+    node, robot, _ = system
+    robot.encoding = "yuv422"
+    _wait_hold(robot, "stale_cameras")
+    bad = [e for e in robot.errors() if "/demo/cam_high/image_raw" in e and "unsupported encoding" in e]
+    assert bad, robot.errors()
+    mark = time.monotonic()
+    robot.encoding = "rgb8"
+    _wait_following(robot, mark)
+
+
+def test_dead_camera_holds_and_is_named_in_diagnostics(system) -> None:
+    node, robot, _ = system
+    robot.silent_cameras = {"cam_left_wrist"}
+    _wait_hold(robot, "stale_cameras")
+    cams = [s for s in robot.snapshot().diagnostics[-1][1].status if s.name.endswith(": cameras")][0]
+    assert cams.level == b"\x02" and "cam_left_wrist" in cams.message
+    _assert_silent(robot, 0.5)
+    mark = time.monotonic()
+    robot.silent_cameras = set()
+    _wait_following(robot, mark)
+
+
+def test_stale_joint_state_holds(system) -> None:
+    node, robot, _ = system
+    robot.publish_joints = False
+    _wait_hold(robot, "stale_state")
+    _assert_silent(robot, 0.5)
+    mark = time.monotonic()
+    robot.publish_joints = True
+    _wait_following(robot, mark)
