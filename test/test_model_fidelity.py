@@ -103,3 +103,22 @@ def test_wrong_context_rows_change_the_result(golden) -> None:
     with torch.no_grad():
         actions = policy(t["input.canvas"], t["input.proprio"], context)
     assert rel_l2(actions, t["float32.actions"]) > 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs the policy with the device "
+                    "kernels (cuDNN convs, flash/efficient SDPA) against the official CPU golden")
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_cuda_matches_official(golden, dtype_name: str) -> None:
+    cfg, t = golden
+    policy = load_policy(cfg, t, getattr(torch, dtype_name)).cuda()
+    policy.merge_lora()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # true fp32 kernels
+    try:
+        with torch.no_grad():
+            actions = policy(*(t[f"input.{k}"].cuda() for k in ("canvas", "proprio", "context")))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert actions.device.type == "cuda"
+    assert rel_l2(actions.cpu(), t[f"{dtype_name}.actions"]) <= {"float32": 1e-4, "bfloat16": 3e-2}[dtype_name]

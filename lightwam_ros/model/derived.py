@@ -7,11 +7,11 @@ is moved or cast (``.to()``, ``.cuda()``, ``.half()`` all go through ``_apply``)
 are loaded (``load_state_dict``), and they are recomputed from their exact float64/float32 recipe each
 time rather than cast from a previous dtype, so a bf16 -> fp32 round trip never degrades them.
 They are non-persistent buffers: state_dict keys stay exactly the official ones.
+Code that edits parameters in place (``param.copy_``) must call ``refresh_constants()`` itself.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
@@ -26,10 +26,6 @@ class DerivedConstantsModule(nn.Module):
         result = super()._apply(fn, recurse)
         self.refresh_constants()
         return result
-
-    def reference_parameter(self) -> torch.Tensor:
-        """The parameter whose dtype/device the constants follow (the first one)."""
-        return next(self.parameters())
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys) -> None:  # noqa: ANN001
