@@ -215,8 +215,9 @@ class PolicyNode(LifecycleNode):
     # -- parameters --------------------------------------------------------------------------------
 
     def _declare_parameters(self) -> None:
-        """Declare the whole table with descriptors. A bad value from the params file is reported
-        (and fails configure) instead of raising out of the constructor with a traceback."""
+        """Declare the whole table with descriptors. A bad value from the params file fails
+        configure with one message naming it, instead of raising out of the constructor with a
+        traceback (the parameter falls back to its default meanwhile)."""
         for d in cfgmod.declarations():
             desc = _descriptor(d)
             try:
@@ -225,7 +226,6 @@ class PolicyNode(LifecycleNode):
                 given = self._parameter_overrides.get(d.name)
                 error = ConfigError(d.name, f"invalid value {given.value if given else '?'!r} "
                                             f"({d.constraints or d.type_name}): {exc}")
-                self.get_logger().error(str(error))
                 self._declare_error = self._declare_error or error
                 self._declare_one(d, desc, ignore_override=True)
 
@@ -250,6 +250,8 @@ class PolicyNode(LifecycleNode):
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         rt = self._rt
         if rt is None:  # unconfigured: anything the descriptors accept; configure validates the whole
+            if self._declare_error is not None and any(p.name == self._declare_error.parameter for p in params):
+                self._declare_error = None  # the bad value from the params file was replaced
             return SetParametersResult(successful=True)
         changes = {p.name: _plain(p.value) for p in params}
         result = cfgmod.apply_updates(rt.config, changes, rt.bundle_info)
