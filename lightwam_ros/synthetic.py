@@ -33,7 +33,7 @@ DEMO_NAMESPACE = "/demo"
 # A realistic epoch for header stamps (2023-11-14T22:13:20Z): stamps far from 0 catch code that
 # mixes float seconds and nanoseconds (float64 seconds lose sub-microsecond precision here).
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
-DEFAULT_INSTRUCTION = "pick up the cup"
+DEFAULT_INSTRUCTION = "pick up the red block"  # a cached instruction of the demo bundle (demo_bundle.DEMO_INSTRUCTIONS)
 
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
 JOINT_STATE_MSGTYPE = "sensor_msgs/msg/JointState"

@@ -1,0 +1,76 @@
+"""`lightwam replay`: a rosbag2 through the policy node, offline or live (lightwam_ros.replay)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightwam_ros.bags import BagError
+from lightwam_ros.replay import ReplayError, ReplayMode, ReplayOptions, ReplayResult, run_replay
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bag", required=True, help="rosbag2 directory (MCAP or sqlite3)")
+    parser.add_argument("--profile", required=True, help="robot profile name (config/<name>.yaml) or YAML path")
+    parser.add_argument("--bundle", default=None, help="model bundle directory (overrides the profile's bundle)")
+    parser.add_argument("--out", required=True, help="output directory: outputs/ (MCAP), report.json, plot.png")
+    parser.add_argument("--mode", default="offline", choices=[m.value for m in ReplayMode],
+                        help="offline: node callbacks on the bag clock, no DDS (default); "
+                             "live: publish over DDS with original timing to a node process")
+    parser.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor (default 1)")
+    parser.add_argument("--start", type=float, default=0.0, help="start S seconds into the bag")
+    parser.add_argument("--duration", type=float, default=None, help="replay only D seconds")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="offline: simulated inference latency on the bag clock in ms "
+                             "(default 0: instantaneous; deterministic either way)")
+    parser.add_argument("--namespace", default="/", help="node namespace (relative profile topics resolve under it)")
+    parser.add_argument("--reference", default=None, metavar="TOPIC",
+                        help="open-loop reference: a JointState, JointTrajectory or Float64MultiArray topic "
+                             "in the bag (default: the profile's joints.state_topic)")
+    parser.add_argument("--no-plot", action="store_true", help="skip plot.png")
+
+
+def summary_lines(result: ReplayResult) -> list[str]:
+    """The figures a user looks at first (the rest is in report.json)."""
+    r = result.report
+    fs = r.get("frame_sets", {})
+    lines = [f"{r['mode']} replay of {r['bag']} ({r['window']['duration_s']:.1f} s): "
+             f"{r['chunks']['published']} chunks published"]
+    if r["mode"] == "offline":
+        tp = r["throughput"]
+        lines.append(f"frame sets: {fs['in_bag']} in bag, {fs['formed']} formed, {fs['used']} used, "
+                     f"dropped {fs['dropped']}")
+        lines.append(f"offline throughput: {tp['frame_sets_per_s']} frame sets/s "
+                     f"({tp['wall_s']:.1f} s wall for {tp['bag_s']:.1f} s of bag, x{tp['realtime_factor']} real time)")
+        lines.append(f"holds (ticks): {r['holds']['by_reason']}")
+    else:
+        d = r["delivery"]
+        lines.append(f"live delivery: {d['frame_sets_published']} frame sets published, "
+                     f"{d['frame_sets_formed_by_node']} formed by the node, {d['frame_sets_used']} used "
+                     f"({d['frames_received_by_node']} of {d['frames_published']} frames received)")
+    lat = r.get("latency_ms", {}).get("total")
+    if lat and lat.get("count"):
+        lines.append(f"inference total latency: p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms")
+    ole = r.get("open_loop_error", {})
+    if ole.get("mae") is not None:
+        lines.append(f"open-loop error vs {ole['reference_topic']}: MAE {ole['mae']:.4f}, RMSE {ole['rmse']:.4f} "
+                     f"(robot units, {ole['chunks_scored']} chunks x {ole['steps_scored']} steps)")
+    else:
+        lines.append(f"open-loop error: not available ({ole.get('reason')})")
+    lines.append(f"wrote {result.report_path}, {result.output_bag}" + (f", {result.plot_path}" if result.plot_path else ""))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = ReplayOptions(bag=args.bag, profile=args.profile, bundle=args.bundle, out=args.out,
+                                mode=args.mode, rate=args.rate, start_s=args.start, duration_s=args.duration,
+                                latency_ms=args.latency, namespace=args.namespace,
+                                reference_topic=args.reference, plot=not args.no_plot)
+        result = run_replay(options)
+    except (ReplayError, BagError) as exc:
+        print(f"lightwam replay: error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary_lines(result):
+        print(line)
+    return 0
