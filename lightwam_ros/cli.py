@@ -36,15 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand_of(argv: list[str]) -> str | None:
+    """The first positional word that names a subcommand (options such as -v may precede it)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    # Parse the subcommand first, then let its module declare its own arguments.
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(f"lightwam_ros.commands.{known._module}")
-    sub = parser._subparsers._group_actions[0].choices[known.command]  # noqa: SLF001
-    module.add_arguments(sub)
+    command = _subcommand_of(argv)
+    module = None
+    if command is not None:
+        # Only the chosen subcommand's module is imported (torch, rclpy, ... load lazily), and its
+        # arguments are registered before parsing so that `lightwam <sub> --help` lists them.
+        module = importlib.import_module(f"lightwam_ros.commands.{SUBCOMMANDS[command][0]}")
+        module.add_arguments(parser._subparsers._group_actions[0].choices[command])  # noqa: SLF001
     args = parser.parse_args(argv)
+    if module is None:  # argparse has already rejected an unknown subcommand
+        parser.error("a subcommand is required")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
