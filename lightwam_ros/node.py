@@ -60,6 +60,7 @@ from lightwam_ros.types import ActionChunk, FrameSet
 
 NODE_NAME = cfgmod.NODE_NAME
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
+TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +595,7 @@ class PolicyNode(LifecycleNode):
         wall = time.monotonic_ns()
         if rt.last_tick_wall_ns is not None:
             rt.tick_period_ns.append(wall - rt.last_tick_wall_ns)
-            del rt.tick_period_ns[:-500]
+            del rt.tick_period_ns[:-TICK_WINDOW]
         rt.last_tick_wall_ns = wall
         rt.ticks += 1
         now = self._now_ns()
@@ -705,9 +706,10 @@ class PolicyNode(LifecycleNode):
                                  "dry_run": rt.config.dry_run, "ticks": rt.ticks,
                                  "trajectories_published": rt.trajectories_published,
                                  "chunks_published": rt.chunks_published}
-        if len(rt.tick_period_ns) > 1:
+        if len(rt.tick_period_ns) > 1:  # wall-clock periods of the last TICK_WINDOW control ticks
             periods = np.asarray(rt.tick_period_ns, dtype=np.float64) / 1e6
             extra.update({"tick_period_ms.mean": float(periods.mean()), "tick_period_ms.std": float(periods.std()),
+                          "tick_period_ms.p99": float(np.percentile(periods, 99)),
                           "tick_period_ms.max": float(periods.max())})
         if rt.last_error:
             extra["last_error"] = rt.last_error

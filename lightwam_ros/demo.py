@@ -1,0 +1,424 @@
+"""The embedded demo (`lightwam demo`, `make demo`): the whole robot path on a laptop CPU.
+
+    tiny demo bundle --> synthetic 3-camera bag --> live replay over DDS --> PolicyNode (own process)
+        --> JointTrajectory --> trajectory-executor stand-in --> summary, plot, output bag
+
+Nothing here is a mock of the node: the replay library (lightwam_ros.replay, live mode) starts the
+real `policy_node` with the `demo` profile and publishes the bag over Fast DDS with its original
+timing; it records what the node publishes into an MCAP bag. The executor stand-in below then plays
+the JointTrajectoryController's part on those trajectories, in arrival order and at their arrival
+times: it checks what a JTC would reject or what would make a robot jerk (joint names, a non-zero
+start stamp, non-increasing time_from_start, positions outside the limits, steps above the rate cap,
+seams between successive trajectories) and integrates the commands the way a JTC executes them
+(each new trajectory replaces the old one at arrival; linear interpolation from the current position
+into point 0 at its time_from_start, then point to point). The executed track is what the plot shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEMO_PROFILE = "demo"
+DEMO_INSTRUCTION = "pick up the red block"
+SUMMARY = "summary.json"
+EXECUTED_PLOT = "executed_joints.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory-executor stand-in (pure: arrays in, checks and an executed track out)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExecutorLimits:
+    """What the executor checks against: the profile's joint names, limits and rate cap."""
+
+    joint_names: tuple[str, ...]
+    position_min: np.ndarray  # [A]
+    position_max: np.ndarray  # [A]
+    max_step: np.ndarray  # [A] per control period
+    control_period_ns: int
+    # Allowed mismatch, in control periods of motion, between where a new trajectory starts and where
+    # the previous one had the robot at arrival: the node caps against its last *command*, which
+    # leads the executed position by up to the delivery delay.
+    seam_slack_periods: float = 2.0
+    tolerance: float = 1e-9
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ExecutorLimits:
+        """From a PolicyConfig (config.from_params)."""
+        return cls(tuple(cfg.output.joint_names), np.asarray(cfg.safety.position_min, float),
+                   np.asarray(cfg.safety.position_max, float), np.asarray(cfg.safety.max_step, float),
+                   cfg.control_period_ns)
+
+
+@dataclass
+class ExecutorReport:
+    trajectories: int = 0  # messages received
+    plan_trajectories: int = 0  # with more than one point
+    hold_trajectories: int = 0  # one point: the node holding
+    points: int = 0
+    violations: list[str] = field(default_factory=list)
+    max_seam_jump_periods: float = 0.0  # max over seams of |p0 - q(arrival)| / max_step, in periods
+    max_point_step_ratio: float = 0.0  # max |p[k+1] - p[k]| / (max_step * dt / period)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trajectories": self.trajectories, "plan_trajectories": self.plan_trajectories,
+                "hold_trajectories": self.hold_trajectories, "points": self.points,
+                "violations": len(self.violations), "first_violations": self.violations[:10],
+                "max_seam_jump_periods": round(self.max_seam_jump_periods, 4),
+                "max_point_step_ratio": round(self.max_point_step_ratio, 4)}
+
+
+class TrajectoryExecutor:
+    """Stand-in for a ros2_control JointTrajectoryController (see the module doc)."""
+
+    def __init__(self, limits: ExecutorLimits):
+        self.limits = limits
+        self.report = ExecutorReport()
+        self._t: list[int] = []  # executed knots: times (ns), strictly increasing
+        self._q: list[np.ndarray] = []
+
+    def position(self, t_ns: int) -> np.ndarray | None:
+        """Executed position at t_ns (None before the first trajectory)."""
+        if not self._t:
+            return None
+        t = np.asarray(self._t, dtype=np.int64)
+        if t_ns <= t[0]:
+            return self._q[0].copy()
+        if t_ns >= t[-1]:
+            return self._q[-1].copy()
+        i = int(np.searchsorted(t, t_ns, side="right")) - 1
+        a = (t_ns - t[i]) / (t[i + 1] - t[i])
+        return self._q[i] + a * (self._q[i + 1] - self._q[i])
+
+    def receive(self, arrival_ns: int, joint_names: Sequence[str], stamp_ns: int, times_ns: np.ndarray,
+                positions: np.ndarray) -> list[str]:
+        """Check one JointTrajectory and execute it from arrival_ns; returns this message's violations."""
+        lim, tol = self.limits, self.limits.tolerance
+        rep = self.report
+        rep.trajectories += 1
+        n = len(times_ns)
+        rep.points += n
+        if n > 1:
+            rep.plan_trajectories += 1
+        elif n == 1:
+            rep.hold_trajectories += 1
+        where = f"trajectory {rep.trajectories} (t={arrival_ns / 1e9:.3f} s)"
+        bad: list[str] = []
+        if tuple(joint_names) != lim.joint_names:
+            bad.append(f"{where}: joint_names {list(joint_names)} != {list(lim.joint_names)}")
+        if stamp_ns != 0:
+            bad.append(f"{where}: header.stamp {stamp_ns} ns is not 0 (start on arrival)")
+        p = np.asarray(positions, dtype=np.float64)
+        if n == 0:
+            bad.append(f"{where}: no points")
+        elif p.shape != (n, len(lim.joint_names)):
+            bad.append(f"{where}: positions shape {p.shape}, expected ({n}, {len(lim.joint_names)})")
+        if bad:
+            rep.violations += bad
+            return bad
+        t = np.asarray(times_ns, dtype=np.int64)
+        times_ok = t[0] > 0 and bool(np.all(np.diff(t) > 0))
+        if not times_ok:
+            bad.append(f"{where}: time_from_start not strictly increasing from > 0: {(t[:4] / 1e9).tolist()}...")
+        if not np.isfinite(p).all():
+            bad.append(f"{where}: non-finite positions")
+        else:
+            below, above = p < lim.position_min - tol, p > lim.position_max + tol
+            if below.any() or above.any():
+                k, d = map(int, np.argwhere(below | above)[0])
+                bad.append(f"{where}: point {k} joint '{lim.joint_names[d]}' = {p[k, d]:.4f} outside "
+                           f"[{lim.position_min[d]:.4f}, {lim.position_max[d]:.4f}]")
+            if n > 1 and times_ok:
+                dt = np.diff(t)[:, None]
+                ratio = np.abs(np.diff(p, axis=0)) / (lim.max_step * dt / lim.control_period_ns)
+                rep.max_point_step_ratio = max(rep.max_point_step_ratio, float(ratio.max()))
+                if ratio.max() > 1 + 1e-6:
+                    k, d = map(int, np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+                    bad.append(f"{where}: step {k}->{k + 1} of joint '{lim.joint_names[d]}' is "
+                               f"{ratio[k, d]:.2f} x the rate cap")
+            here = self.position(arrival_ns)
+            if here is not None:
+                periods = float(np.max(np.abs(p[0] - here) / lim.max_step))
+                rep.max_seam_jump_periods = max(rep.max_seam_jump_periods, periods)
+                allowed = t[0] / lim.control_period_ns + lim.seam_slack_periods
+                if periods > allowed + 1e-6:
+                    bad.append(f"{where}: seam jump of {periods:.2f} periods of max_step into point 0 "
+                               f"(allowed {allowed:.2f})")
+        rep.violations += bad
+        if not bad:
+            self._execute(arrival_ns, t, p)
+        return bad
+
+    def _execute(self, arrival_ns: int, t: np.ndarray, p: np.ndarray) -> None:
+        start = self.position(arrival_ns)
+        keep = int(np.searchsorted(np.asarray(self._t, dtype=np.int64), arrival_ns, side="left")) if self._t else 0
+        del self._t[keep:], self._q[keep:]  # the new trajectory replaces the rest of the old one
+        self._t.append(int(arrival_ns))
+        self._q.append(p[0].copy() if start is None else start)
+        for tk, pk in zip(t, p):
+            self._t.append(int(arrival_ns + tk))
+            self._q.append(pk.copy())
+
+    def executed(self, start_ns: int, stop_ns: int, period_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """The executed track sampled every period_ns in [start_ns, stop_ns): (times [N], positions [N, A])."""
+        if not self._t:
+            return np.zeros(0, np.int64), np.zeros((0, len(self.limits.joint_names)))
+        first = max(start_ns, self._t[0])
+        times = np.arange(first, stop_ns, period_ns, dtype=np.int64)
+        return times, np.stack([self.position(int(x)) for x in times]) if len(times) else \
+            np.zeros((0, len(self.limits.joint_names)))
+
+
+def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits) -> TrajectoryExecutor:
+    """Feed the trajectories the node published (recorded at their arrival times) to the executor."""
+    from rclpy.serialization import deserialize_message
+    from trajectory_msgs.msg import JointTrajectory
+
+    from lightwam_ros.bags import BagReader
+    from lightwam_ros.images import time_to_ns
+    from lightwam_ros.outputs import duration_to_ns
+
+    executor = TrajectoryExecutor(limits)
+    with BagReader(output_bag) as reader:
+        if topic not in reader.info.topics:
+            return executor
+        for m in reader.messages([topic]):
+            msg = deserialize_message(m.raw, JointTrajectory)
+            times = np.array([duration_to_ns(pt.time_from_start) for pt in msg.points], dtype=np.int64)
+            positions = np.array([list(pt.positions) for pt in msg.points], dtype=np.float64)
+            executor.receive(m.log_ns, list(msg.joint_names), time_to_ns(msg.header.stamp), times,
+                             positions.reshape(len(times), -1))
+    return executor
+
+
+def node_statistics(output_bag: Path, topic: str = "/diagnostics") -> dict[str, Any]:
+    """From the node's own /diagnostics: control rate achieved (ticks per second of node clock),
+    wall-clock tick-period jitter, and inference latency percentiles (inference status)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.serialization import deserialize_message
+
+    from lightwam_ros.bags import BagReader
+
+    control: list[tuple[int, dict[str, str]]] = []
+    inference: dict[str, str] = {}
+    with BagReader(output_bag) as reader:
+        if topic not in reader.info.topics:
+            return {"available": False}
+        for m in reader.messages([topic]):
+            for s in deserialize_message(m.raw, DiagnosticArray).status:
+                values = {kv.key: kv.value for kv in s.values}
+                if s.name.endswith(": control"):
+                    control.append((m.log_ns, values))
+                elif s.name.endswith(": inference"):
+                    inference = values
+    control = [(t, v) for t, v in control if v.get("lifecycle") == "active" and "ticks" in v]
+    out: dict[str, Any] = {"available": len(control) >= 2}
+    if out["available"]:
+        (t0, v0), (t1, v1) = control[0], control[-1]
+        out["rate_hz"] = (int(v1["ticks"]) - int(v0["ticks"])) / ((t1 - t0) / 1e9)
+        for key in ("mean", "std", "p99", "max"):
+            if f"tick_period_ms.{key}" in v1:
+                out[f"tick_period_ms_{key}"] = float(v1[f"tick_period_ms.{key}"])
+    for key in ("p50", "p90", "p99", "max"):
+        if f"total_ms.{key}" in inference:
+            out[f"inference_total_ms_{key}"] = float(inference[f"total_ms.{key}"])
+    return out
+
+
+def plot_executed(path: Path, names: Sequence[str], times_ns: np.ndarray, positions: np.ndarray,
+                  arrivals_ns: Sequence[int], origin_ns: int, limits: ExecutorLimits, title: str) -> Path:
+    """One panel per joint: the executed command, trajectory arrivals as ticks, limits dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 1.6 * rows + 1), sharex=True, squeeze=False)
+    t = (times_ns - origin_ns) / 1e9
+    arr = (np.asarray(arrivals_ns, dtype=np.int64) - origin_ns) / 1e9
+    for i, name in enumerate(names):
+        ax = axes[i % rows][i // rows]
+        if len(t):
+            ax.plot(t, positions[:, i], lw=1.2, color="tab:blue")
+            lo, hi = positions[:, i].min(), positions[:, i].max()
+            pad = max(0.05, 0.1 * (hi - lo))
+            ax.set_ylim(max(lo - pad, limits.position_min[i] - pad), min(hi + pad, limits.position_max[i] + pad))
+        for lim in (limits.position_min[i], limits.position_max[i]):
+            ax.axhline(lim, ls="--", lw=0.6, color="tab:red")
+        if len(arr):
+            ax.plot(arr, np.full(len(arr), ax.get_ylim()[0]), "|", color="tab:gray", ms=4)
+        ax.set_ylabel(name, fontsize=7, rotation=0, ha="right")
+        ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("s (node clock, from the start of the bag)", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo run
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """`lightwam demo` arguments."""
+
+    out: Path = Path("out/demo")  # summary.json, executed_joints.png, input_bag/, replay/ (outputs MCAP)
+    bundle: Path = Path("models/demo_tiny")  # built here when missing
+    seconds: float = 8.0  # length of the synthetic recording
+    image_hw: tuple[int, int] = (240, 320)  # synthetic camera resolution (HxW)
+    camera_hz: float = 30.0
+    mode: str = "live"  # live: over DDS to a node process; offline: node callbacks on the bag clock
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "bundle", Path(self.bundle))
+        if not self.seconds > 0:
+            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+        if self.mode not in ("live", "offline"):
+            raise ValueError(f"--mode must be live or offline, got {self.mode!r}")
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any]
+    summary_path: Path
+    plot_path: Path
+    output_bag: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.summary["executor"]["violations"] == 0 and self.summary["executor"]["plan_trajectories"] > 0
+
+
+def ensure_bundle(path: Path, seed: int = 0) -> bool:
+    """Write the tiny demo bundle to `path` unless one is there; True if it was written."""
+    if (path / "manifest.json").is_file():
+        return False
+    from lightwam_ros.demo_bundle import write_demo_bundle
+
+    if path.exists():
+        raise FileExistsError(f"--bundle {path} exists but holds no manifest.json; remove it or pick another path")
+    log.info("writing the tiny demo bundle to %s", path)
+    write_demo_bundle(path, size="tiny", seed=seed)
+    return True
+
+
+def _fresh_out_dir(out: Path) -> None:
+    """Remove the outputs of a previous demo run (only the names this demo writes)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("input_bag", "replay"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    for name in (SUMMARY, EXECUTED_PLOT):
+        (out / name).unlink(missing_ok=True)
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    from lightwam_ros.config import from_params, load_profile
+    from lightwam_ros.replay import ReplayOptions, run_replay
+    from lightwam_ros.synthetic import SyntheticBagSpec, TimedInstruction, write_synthetic_bag
+
+    built = ensure_bundle(options.bundle, options.seed)
+    _fresh_out_dir(options.out)
+    spec = SyntheticBagSpec(seconds=options.seconds, height=options.image_hw[0], width=options.image_hw[1],
+                            rate_hz=options.camera_hz, instructions=(TimedInstruction(DEMO_INSTRUCTION, 0.0),),
+                            seed=options.seed)
+    bag = write_synthetic_bag(spec, options.out / "input_bag")
+    replay = run_replay(ReplayOptions(bag=bag, profile=DEMO_PROFILE, out=options.out / "replay",
+                                      bundle=str(options.bundle.resolve()), mode=options.mode))
+    _, params = load_profile(DEMO_PROFILE)
+    cfg = from_params({**params, "bundle": str(options.bundle)})
+    limits = ExecutorLimits.from_config(cfg)
+    executor = execute_recorded(replay.output_bag, cfg.output.topic, limits)
+    times, positions = executor.executed(spec.start_ns, spec.end_ns, cfg.control_period_ns)
+    arrivals = _arrival_times(replay.output_bag, cfg.output.topic)
+    plot = plot_executed(options.out / EXECUTED_PLOT, cfg.output.joint_names, times, positions, arrivals,
+                         spec.start_ns, limits,
+                         f"lightwam demo ({options.mode}): commands executed by a JTC stand-in, "
+                         f"{executor.report.plan_trajectories} trajectories")
+    r = replay.report
+    summary = {
+        "mode": options.mode,
+        "bundle": {"path": str(options.bundle), "built_now": built},
+        "input_bag": {"path": str(bag), "seconds": options.seconds, "cameras": list(spec.cameras),
+                      "size_hw": list(options.image_hw), "camera_hz": options.camera_hz},
+        "frame_sets": r.get("delivery") or r.get("frame_sets"),
+        "chunks": {"published": r["chunks"]["published"], "steps": r["chunks"]["steps_published"]},
+        "latency_ms": r.get("latency_ms", {}),
+        "node": node_statistics(replay.output_bag),
+        "executor": executor.report.to_dict(),
+        "outputs": {"bag": str(replay.output_bag), "topics": r["outputs"]["topics"],
+                    "replay_report": str(replay.report_path), "replay_plot": str(replay.plot_path),
+                    "executed_plot": str(plot)},
+    }
+    summary_path = options.out / SUMMARY
+    summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
+    return DemoResult(summary, summary_path, plot, replay.output_bag)
+
+
+def _arrival_times(output_bag: Path, topic: str) -> list[int]:
+    from lightwam_ros.bags import BagReader
+
+    with BagReader(output_bag) as reader:
+        if topic not in reader.info.topics:
+            return []
+        return [m.log_ns for m in reader.messages([topic])]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The human-readable summary `lightwam demo` prints."""
+    fs = summary.get("frame_sets") or {}
+    lat = (summary.get("latency_ms") or {}).get("total") or {}
+    node = summary["node"]
+    ex = summary["executor"]
+    lines = [f"lightwam demo ({summary['mode']}): {summary['input_bag']['seconds']:.0f} s synthetic bag, "
+             f"{len(summary['input_bag']['cameras'])} cameras at {summary['input_bag']['camera_hz']:g} Hz"]
+    if fs:
+        lines.append("frame sets: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fs.items()
+                                                if isinstance(v, (int, float))))
+    lines.append(f"chunks: {summary['chunks']['published']} published ({summary['chunks']['steps']} steps each)")
+    if lat.get("count"):
+        lines.append(f"inference latency: p50 {lat['p50']} ms, p90 {lat['p90']} ms")
+    elif "inference_total_ms_p50" in node:
+        lines.append(f"inference latency (node diagnostics): p50 {node['inference_total_ms_p50']:.1f} ms, "
+                     f"p90 {node['inference_total_ms_p90']:.1f} ms")
+    if node.get("available"):
+        jitter = (f"; wall-clock tick period std {node['tick_period_ms_std']:.2f} ms, p99 "
+                  f"{node['tick_period_ms_p99']:.1f} ms") if "tick_period_ms_std" in node else ""
+        lines.append(f"control rate achieved: {node['rate_hz']:.1f} Hz (node clock){jitter}")
+    lines.append(f"executor stand-in: {ex['plan_trajectories']} trajectories + {ex['hold_trajectories']} holds, "
+                 f"{ex['violations']} violations, max seam {ex['max_seam_jump_periods']:.2f} periods of max_step")
+    for v in ex["first_violations"]:
+        lines.append(f"  violation: {v}")
+    out = summary["outputs"]
+    lines.append(f"wrote {out['executed_plot']}, {out['bag']} (MCAP), {out['replay_report']}")
+    return lines
