@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from lightwam_ros.backends.base import PolicyBackend, PolicyIO
+from lightwam_ros.bundle import BundleError
+from lightwam_ros.model.derived import DerivedConstantsModule
 from lightwam_ros.model.policy import LightWAMPolicy
 
 if TYPE_CHECKING:
@@ -34,8 +37,10 @@ STAGES = ("vae", "dit", "expert")
 def load_policy(bundle: "Bundle", device: torch.device, dtype: torch.dtype, merge_lora: bool = True) -> LightWAMPolicy:
     """LightWAMPolicy with the bundle's weights on `device` in `dtype` (LoRA merged unless told not to).
 
-    Built on the meta device and materialised directly on the target device, so the full model never
-    exists twice in host memory. LoRA is merged after loading, in float32 accumulation (dit.py).
+    Built on the meta device, materialised on the target device, then filled one tensor at a time
+    straight from the safetensors files: peak memory is the model plus one tensor (a state dict loaded
+    up front would double the weights, and bench would report that transient as the peak).
+    LoRA is merged after loading, with float32 accumulation (dit.py).
     """
     cfg = bundle.model_config
     with torch.device("meta"):
@@ -43,10 +48,27 @@ def load_policy(bundle: "Bundle", device: torch.device, dtype: torch.dtype, merg
     if bundle.lora_merged:
         policy.merge_lora()  # drop the LoRA modules: the bundle's base weights already contain them
     policy = policy.to_empty(device=device).to(dtype)
-    # Load in the stored dtype then cast inside load_state_dict's copy_; strict: every key must match.
-    missing, unexpected = policy.load_state_dict(bundle.state_dict(device=device), strict=True)
-    if missing or unexpected:  # strict=True raises first; kept for clarity
-        raise RuntimeError(f"bundle {bundle.path}: missing {missing}, unexpected {unexpected}")
+    targets = policy.state_dict()  # persistent tensors only, sharing storage with the module
+    seen: set[str] = set()
+    with torch.no_grad():
+        for part, info in bundle.weights.items():
+            path = bundle.path / info["file"]
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    name = f"{part}.{key}"
+                    dst = targets.get(name)
+                    src = f.get_tensor(key)
+                    if dst is None or dst.shape != src.shape:
+                        raise BundleError(f"{path}: tensor {key} {list(src.shape)} does not fit the model "
+                                          f"({'no such parameter' if dst is None else list(dst.shape)})")
+                    dst.copy_(src)  # cast and host->device copy in one
+                    seen.add(name)
+    missing = sorted(set(targets) - seen)
+    if missing:
+        raise BundleError(f"bundle {bundle.path}: no weights for {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    for module in policy.modules():  # t_mod, RoPE tables, latent stats, step positions from the new weights
+        if isinstance(module, DerivedConstantsModule):
+            module.refresh_constants()
     if merge_lora and not bundle.lora_merged:
         policy.merge_lora()
     policy.eval().requires_grad_(False)
@@ -88,9 +110,8 @@ class TorchBackend(PolicyBackend):
         if compile:
             self._stages = {k: torch.compile(fn, mode=compile_mode, fullgraph=True, dynamic=False)
                             for k, fn in self._stages.items()}
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_in: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._static_out: torch.Tensor | None = None
+        # (graph, static inputs, static output) once captured
+        self._graph: tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor] | None = None
         self._cuda = self.device.type == "cuda"
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -128,18 +149,21 @@ class TorchBackend(PolicyBackend):
         self.io.check(canvas, proprio, context)
         canvas, proprio, context = (t.to(self.device, non_blocking=True) for t in (canvas, proprio, context))
         if self._graph is not None:
-            assert self._static_in is not None and self._static_out is not None
-            for dst, src in zip(self._static_in, (canvas, proprio, context)):
-                dst.copy_(src)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            self._graph.replay()
-            end.record()
-            out = self._static_out.to("cpu")  # synchronises
-            self.last_timings_ms = {"policy": start.elapsed_time(end)}
-            return out[0].numpy()
+            return self._replay(canvas, proprio, context)
         out = self._forward_timed(canvas, proprio, context)
         return out[0].to("cpu").numpy()
+
+    def _replay(self, canvas: torch.Tensor, proprio: torch.Tensor, context: torch.Tensor) -> np.ndarray:
+        graph, static_in, static_out = self._graph
+        for dst, src in zip(static_in, (canvas, proprio, context)):
+            dst.copy_(src)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        out = static_out.to("cpu")  # synchronises
+        self.last_timings_ms = {"policy": start.elapsed_time(end)}  # one graph: no stage boundaries
+        return out[0].numpy()
 
     # -- warm-up and graph capture -----------------------------------------------------------------
 
@@ -168,12 +192,11 @@ class TorchBackend(PolicyBackend):
             return
         graph.replay()
         torch.cuda.synchronize(self.device)
-        self._graph, self._static_in, self._static_out = graph, static_in, static_out
+        self._graph = (graph, static_in, static_out)
         log.info("torch backend: CUDA graph captured (static canvas %s, %d steps)", self.io.canvas_hw, self.io.steps)
 
     def close(self) -> None:
         self._graph = None
-        self._static_in = self._static_out = None
         self.policy = None  # type: ignore[assignment]
         if self._cuda:
             torch.cuda.empty_cache()
