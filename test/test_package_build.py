@@ -86,13 +86,15 @@ def test_installed_package_runs_and_finds_its_share_dir(colcon_install: Path) ->
     env = dict(os.environ, PYTHONPATH=str(site), AMENT_PREFIX_PATH=str(colcon_install))
     probe = ("import lightwam_ros, lightwam_ros.launch_config as lc; "
              "print(lightwam_ros.__file__); print(lc.package_share_dir()); print(lc.available_profiles(lc.package_share_dir()))")
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=colcon_install)
     assert out.returncode == 0, out.stderr
     module_file, share_dir, profiles = out.stdout.strip().splitlines()
     assert Path(module_file).is_relative_to(site)
     assert Path(share_dir) == colcon_install / "share" / PKG
     assert profiles == str(["aloha_3cam", "demo", "libero_franka"])
     help_out = subprocess.run([str(colcon_install / "lib" / PKG / "lightwam"), "--help"], env=env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, cwd=colcon_install)
     assert help_out.returncode == 0, help_out.stderr
     assert "demo" in help_out.stdout and "replay" in help_out.stdout
