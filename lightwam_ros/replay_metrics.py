@@ -108,9 +108,10 @@ def command_track(reader: BagReader, topic: str, names: Sequence[str],
                   start_ns: int | None = None, stop_ns: int | None = None) -> ReferenceTrack:
     """Commanded positions from a recorded JointTrajectory or Float64MultiArray topic.
 
-    JointTrajectory: a message starts at its header stamp (record time if 0, as JTC does on
-    arrival); its points at start + time_from_start replace whatever earlier messages planned from
-    that start on (JTC semantics). Float64MultiArray: one command per message at its record time,
+    JointTrajectory (JointTrajectoryController semantics): a message starts at its header stamp
+    (record time if 0: "start on arrival"); the controller is then where the previous trajectory
+    had it (holding its last point once it ended) and moves from there to the new points at
+    start + time_from_start, which replace whatever was planned from that start on. Float64MultiArray: one command per message at its record time,
     dims in action order.
     """
     msgtype = reader.info.topics[topic].msgtype
@@ -131,7 +132,11 @@ def command_track(reader: BagReader, topic: str, names: Sequence[str],
         msg = reader.decode(m)
         t0 = stamp_ns(msg.header.stamp) or m.log_ns
         index = {n: i for i, n in enumerate(msg.joint_names)}
-        knots = [k for k in knots if k[0] < t0]  # the new trajectory replaces the rest
+        if knots:  # the controller is where the old trajectory had it at t0 and bridges from there
+            current = _dedupe([k[0] for k in knots], [k[1] for k in knots], names, topic,
+                              ReferenceKind.JOINT_TRAJECTORY)
+            at_t0 = current.at(np.array([min(max(t0, current.times_ns[0]), current.times_ns[-1])]))[0]
+            knots = [k for k in knots if k[0] < t0] + [(t0, at_t0)]  # the new trajectory replaces the rest
         for pt in msg.points:
             pos = np.asarray(pt.positions, dtype=np.float64)
             row = np.array([pos[index[n]] if n in index and index[n] < len(pos) else np.nan for n in names])

@@ -237,6 +237,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
         run_timers(stop_ns)
         wall_s = time.perf_counter() - wall0
         clock.now_ns = stop_ns
+        node._on_diagnostics()  # noqa: SLF001 - the output bag always ends with the final counters
         sync = rt.sync.stats()
         safety = rt.safety.stats()
         node.trigger_deactivate()  # sends the final hold, as a lifecycle manager stopping the node would

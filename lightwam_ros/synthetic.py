@@ -119,6 +119,13 @@ class TimedInstruction:
         return cls(text, 0.0)
 
 
+class JointMotion(str, Enum):
+    """How the recorded robot moves."""
+
+    SMOOTH = "smooth"  # joint_positions(t): a smooth trajectory
+    STATIC = "static"  # joint_positions(0) throughout: a robot standing still
+
+
 @dataclass(frozen=True)
 class SyntheticBagSpec:
     """Everything that determines a synthetic bag.
@@ -142,6 +149,7 @@ class SyntheticBagSpec:
     joint_order: JointOrder = JointOrder.BUNDLE
     joint_names: tuple[str, ...] = ALOHA_JOINT_NAMES
     joint_rate_hz: float = 100.0
+    joint_motion: JointMotion = JointMotion.SMOOTH
     instructions: tuple[TimedInstruction, ...] = ()
     namespace: str = DEMO_NAMESPACE  # topics: <ns>/<camera>/image_raw, <ns>/joint_states, <ns>/instruction
     start_ns: int = DEFAULT_START_NS
@@ -178,6 +186,7 @@ class SyntheticBagSpec:
         object.__setattr__(self, "encoding", ImageEncoding(self.encoding))
         object.__setattr__(self, "storage", StorageFormat(self.storage))
         object.__setattr__(self, "joint_order", JointOrder(self.joint_order))
+        object.__setattr__(self, "joint_motion", JointMotion(self.joint_motion))
 
     # --- topics -----------------------------------------------------------------------------
     def camera_topic(self, camera: str) -> str:
@@ -344,7 +353,8 @@ def iter_messages(spec: SyntheticBagSpec) -> Iterator[SyntheticMessage]:
     period_ns = 1e9 / spec.joint_rate_hz
     n = 0
     while (offset := round(n * period_ns)) < round(spec.seconds * 1e9):
-        q = joint_positions(offset / 1e9, len(spec.joint_names))
+        t_q = offset / 1e9 if spec.joint_motion is JointMotion.SMOOTH else 0.0
+        q = joint_positions(t_q, len(spec.joint_names))
         joints.append(SyntheticMessage(spec.joint_state_topic, JOINT_STATE_MSGTYPE, spec.start_ns + offset,
                                        spec.start_ns + offset, {"name": names, "position": q[order]}))
         n += 1
@@ -407,6 +417,7 @@ def spec_summary(spec: SyntheticBagSpec) -> dict:
         "joint_names": list(spec.joint_names),
         "recorded_joint_names": list(spec.recorded_joint_names),
         "joint_rate_hz": spec.joint_rate_hz,
+        "joint_motion": spec.joint_motion.value,
         "instruction_topic": spec.instruction_topic,
         "instructions": [{"text": i.text, "t_s": i.t_s} for i in spec.instructions],
         "start_ns": spec.start_ns,

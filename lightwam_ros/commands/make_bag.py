@@ -9,7 +9,7 @@ import time
 
 from lightwam_ros.bags import BagError
 from lightwam_ros.synthetic import (
-    DEMO_CAMERAS, CameraDropout, ImageEncoding, JointOrder, StorageFormat, SyntheticBagSpec,
+    DEMO_CAMERAS, CameraDropout, ImageEncoding, JointMotion, JointOrder, StorageFormat, SyntheticBagSpec,
     TimedInstruction, default_instruction, parse_size, spec_summary, with_defaults, write_synthetic_bag,
 )
 
@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, default=9, choices=[8, 9], help="rosbag2 metadata version")
     parser.add_argument("--joint-order", default="bundle", choices=[o.value for o in JointOrder],
                         help="order of names in the recorded JointState (shuffled: node must map by name)")
+    parser.add_argument("--joint-motion", default="smooth", choices=[m.value for m in JointMotion],
+                        help="smooth: joints follow a smooth trajectory; static: the robot stands still")
     parser.add_argument("--joint-rate", type=float, default=100.0, help="joint state rate in Hz (default 100)")
     parser.add_argument("--instruction", action="append", default=[], metavar="TEXT[@T]",
                         help="instruction published at T s (default 0; repeatable). "
@@ -63,7 +65,7 @@ def build_spec(args: argparse.Namespace) -> SyntheticBagSpec:
         seconds=args.seconds, jitter_ms=args.jitter,
         dropouts=tuple(CameraDropout.parse(d) for d in args.drop_camera),
         encoding=args.encoding, storage=args.storage, version=args.version, joint_order=args.joint_order,
-        joint_rate_hz=args.joint_rate,
+        joint_rate_hz=args.joint_rate, joint_motion=args.joint_motion,
         instructions=with_defaults([TimedInstruction.parse(i) for i in args.instruction], default_instruction()),
         namespace=args.namespace, seed=args.seed,
     )

@@ -45,9 +45,10 @@ def summary_lines(result: ReplayResult) -> list[str]:
         lines.append(f"holds (ticks): {r['holds']['by_reason']}")
     else:
         d = r["delivery"]
-        lines.append(f"live delivery: {d['frame_sets_published']} frame sets published, "
-                     f"{d['frame_sets_formed_by_node']} formed by the node, {d['frame_sets_used']} used "
-                     f"({d['frames_received_by_node']} of {d['frames_published']} frames received)")
+        lines.append(f"live delivery: {d['frames_published']} frames / {d['frame_sets_published']} frame sets "
+                     f"published; the node formed {d['frame_sets_formed_by_node']} sets "
+                     f"({d['frame_sets_fresh']} fresh) and used {d['frame_sets_used']}")
+        lines.append(f"holds (ticks): {r['holds']['by_reason']}; node latency {r['node']['latency_ms']}")
     lat = r.get("latency_ms", {}).get("total")
     if lat and lat.get("count"):
         lines.append(f"inference total latency: p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms")
