@@ -162,6 +162,28 @@ def test_onnx_missing_export_and_tampered_file(onnx_bundle: Path, tmp_path: Path
         Bundle.load(copy)
 
 
+def test_onnx_external_data_float16(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The > 2 GB path (weights in policy_<dtype>.onnx.data), forced on the tiny model, in float16."""
+    import lightwam_ros.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    result = export_onnx(copy, torch.float16, CPU)
+    assert set(result.files) == {"policy_float16.onnx", "policy_float16.onnx.data"}
+    assert (copy / "policy_float16.onnx.data").stat().st_size > 500_000  # the large weights moved out
+    b = Bundle.load(copy)  # both files hashed
+    assert b.onnx["float16"]["external_data"] == "policy_float16.onnx.data"
+    assert result.max_abs_diff is not None and result.max_abs_diff < 2e-2  # fp16 graph vs fp16 torch
+    x = _inputs(9)
+    ref = TorchBackend(b, CPU, torch.float32).infer(*x)
+    out = OnnxBackend(b, CPU, torch.float16).infer(*x)
+    assert out.dtype == np.float32 and np.abs(out - ref).max() < 5e-2  # fp16 vs fp32 weights
+    (copy / "policy_float16.onnx.data").unlink()
+    with pytest.raises(BundleError, match=r"policy_float16\.onnx\.data: missing"):
+        Bundle.load(copy)
+
+
 # -- pipeline ---------------------------------------------------------------------------------------
 
 
