@@ -155,6 +155,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "trained_steps; never more)", range=(0, 100000), runtime=True),
     ParamSpec("chunk.latency_margin", _D, 0.5, "request the next inference when remaining steps*dt "
               "<= (1 + margin) * expected latency", range=(0.0, 100.0), runtime=True),
+    ParamSpec("chunk.max_inflight", _I, 2, "inference requests allowed in flight at once (overlapping "
+              "requests keep the robot fed when inference takes over half a chunk; 1 = one at a time)",
+              range=(1, 4)),
     ParamSpec("output.mode", _S, "joint_trajectory", "output adapter",
               choices=tuple(m.value for m in OutputMode)),
     ParamSpec("output.topic", _S, "joint_trajectory", "JTC topic or forward controller commands topic"),
@@ -331,6 +334,7 @@ class ChunkConfig:
     blend_steps: int = 4  # crossfade length in action steps (0 behaves as replace)
     execute_steps: int = 0  # 0 = the chunk's trained_steps
     latency_margin: float = 0.5
+    max_inflight: int = 2  # overlapping inference requests (1 = one at a time)
 
     def __post_init__(self) -> None:
         if self.blend_steps < 0:
@@ -339,6 +343,8 @@ class ChunkConfig:
             raise ConfigError("chunk.execute_steps", f"must be >= 0, got {self.execute_steps}")
         if not (self.latency_margin >= 0 and math.isfinite(self.latency_margin)):
             raise ConfigError("chunk.latency_margin", f"must be >= 0, got {self.latency_margin}")
+        if not 1 <= self.max_inflight <= 4:
+            raise ConfigError("chunk.max_inflight", f"must be in [1, 4], got {self.max_inflight}")
 
     def steps_limit(self, trained_steps: int) -> int:
         """Steps of a chunk that may run: execute_steps, but never more than trained_steps."""
@@ -534,7 +540,7 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
         joints=JointConfig(p["joints.state_topic"], joint_names, _s_to_ns(p["joints.max_age"])),
         instruction=InstructionConfig(p["instruction.topic"], p["instruction.default"]),
         chunk=ChunkConfig(MergeMode(p["chunk.merge"]), p["chunk.blend_steps"], p["chunk.execute_steps"],
-                          p["chunk.latency_margin"]),
+                          p["chunk.latency_margin"], p["chunk.max_inflight"]),
         output=OutputConfig(OutputMode(p["output.mode"]), p["output.topic"],
                             tuple(p["output.joint_names"]) or joint_names, p["output.send_velocities"],
                             p["output.trajectory_steps"]),

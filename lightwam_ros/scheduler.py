@@ -2,15 +2,17 @@
 
 API
 - ``ChunkScheduler(config: ChunkConfig)``
-- ``on_chunk(chunk: ActionChunk, now_ns) -> ChunkOutcome`` -- merge a new chunk (answers the
-  pending inference request whatever the outcome).
+- ``on_chunk(chunk: ActionChunk, now_ns, ticket=None) -> ChunkOutcome`` -- merge a new chunk
+  (answers its inference request whatever the outcome).
 - ``tick(now_ns) -> Tick`` -- the action for this control tick, or None with the TickStatus why.
-- ``wants_inference(now_ns, expected_latency_ns=None) -> bool``; ``inference_started(now_ns)``,
-  ``inference_failed()`` -- bracket each inference request.
+- ``wants_inference(now_ns, expected_latency_ns=None, obs_stamp_ns=None) -> bool``;
+  ``inference_started(now_ns, obs_stamp_ns=None) -> ticket``, ``inference_failed(ticket=None)`` --
+  bracket each inference request; ``inflight``, ``coverage_end_ns()``, ``prime(latency_ns, steps,
+  dt_ns)`` (expectations before the first chunk).
 - ``upcoming(now_ns, max_steps=0) -> np.ndarray [m, A]`` -- the plan at now + (k+1)*dt, k < m (what a
   JointTrajectory carries).
 - ``remaining_ns(now_ns)``, ``remaining_steps(now_ns)``, ``expected_latency_ns``, ``dt_ns``,
-  ``keeps_up(latency_ns, steps, dt_ns)``
+  ``keeps_up(latency_ns, steps, dt_ns, frame_age_ns=0, max_inflight=1)``
 - ``clear(status=TickStatus.REFUSED)``, ``reset()``, ``reconfigure(config)``
 
 Time model (all integer ns): action k of a chunk is the target for t_k = stamp + k*dt (k = 0 is the
@@ -37,12 +39,34 @@ Merging at arrival time ``now``:
   past its end would bend the path away from both chunks). A full crossfade therefore needs the new
   chunk to arrive at least blend_steps * dt before the old plan ends; latency_margin sets that slack.
 
-Inference pacing: ``wants_inference`` is true when nothing is in flight and the plan ends within
-(1 + latency_margin) * expected latency (or there is no usable plan). The expected latency is the
-max of the last LATENCY_WINDOW measured request-to-chunk times unless the caller passes one. With
-one inference in flight at a time, a chunk whose last step ends D after its observation and an
-inference latency L (request to chunk), the command is gapless only if about 2 L + frame age <= D:
-the next observation cannot be taken before the previous chunk arrives. ``keeps_up`` states this.
+Inference pacing (``config.max_inflight`` = k requests may be in flight at once; each request is
+identified by the ticket ``inference_started`` returns and is answered by ``on_chunk`` -- whatever
+the outcome, stale and out-of-order chunks included -- or ``inference_failed``):
+- The expected latency L is the max of the last LATENCY_WINDOW measured request-to-chunk times
+  unless the caller passes one (before any measurement: the latency given to ``prime``).
+- With nothing in flight, a request is wanted when the plan ends within (1 + latency_margin) * L
+  (or there is no usable plan). This is the whole rule for k = 1.
+- With requests in flight (and fewer than k), the plan is judged by its coverage: the max of the
+  plan end and, per pending request, observation stamp + the span of a chunk (last usable step -
+  stamp, from the last accepted chunk or ``prime``). A request is wanted when that coverage ends
+  within (1 + latency_margin) * L of now AND its observation is at least L / k newer than the newest
+  pending one. The spacing keeps overlapping requests spread evenly over the latency: two requests
+  started together deliver two chunks together, which cover no longer than one, and that phase
+  would persist. Passing the candidate's ``obs_stamp_ns`` makes a stale frame set wait for a fresh
+  one (an older observation covers less).
+
+Why overlap: with one inference at a time and latency L, the next observation cannot be taken before
+the previous chunk arrives, so a chunk whose last usable step is D after its observation keeps the
+command gapless only if 2 L + frame age <= D -- with L at 60 % of a chunk it runs dry every cycle,
+whatever the pacing. With k requests spaced L / k apart, the condition is (1 + 1/k) L + age <= D
+(``keeps_up``). Batch-1 policy inference on a GPU is launch- and latency-bound and leaves most of the
+device idle, so a second request on its own CUDA stream overlaps the first at little cost to either.
+On a saturated GPU (or the CPU) two in flight each take longer: the measured latency grows, the
+pacing follows it, and diagnostics' keeps_up warning says when the rate cannot be sustained. Set
+``chunk.max_inflight: 1`` where inference cannot overlap.
+
+Requests pending at ``reset()`` are void: their chunks (answered by ticket) return VOID and are never
+merged, so a resumed node does not act on an observation taken before the pause.
 """
 
 from __future__ import annotations
@@ -70,6 +94,13 @@ class ChunkOutcome(Enum):
     ACCEPTED = "accepted"
     OUT_OF_ORDER = "out_of_order"  # stamp not newer than the chunk in flight
     EXPIRED = "expired"  # every usable step had already elapsed on arrival
+    VOID = "void"  # requested before reset(): never merged
+
+
+@dataclass(frozen=True)
+class _Request:
+    requested_ns: int  # when it was handed to a worker
+    obs_stamp_ns: int  # the observation it uses: its chunk will cover obs_stamp + span
 
 
 @dataclass(frozen=True)
@@ -85,16 +116,23 @@ class ChunkScheduler:
     def __init__(self, config: ChunkConfig):
         self._config = config
         self._latencies: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self._next_ticket = 1
+        self._span_ns: int | None = None  # last usable step - stamp, of the last accepted chunk
+        self._primed_latency_ns: int | None = None
+        self._pending: dict[int, _Request] = {}  # ticket -> request, oldest first
+        self._void: set[int] = set()  # tickets pending at a reset(), not answered yet
         self.reset()
 
     def reset(self) -> None:
-        """Forget the plan, the last stamp and any pending request (e.g. on activation)."""
+        """Forget the plan and the last stamp (e.g. on activation or resume). Pending requests
+        become void: their chunks return VOID. Measured latencies and the chunk span are kept."""
         self._times: np.ndarray | None = None  # int64 [n] knot times, strictly increasing
         self._values: np.ndarray | None = None  # float64 [n, A]
         self._stamp_ns: int | None = None  # observation stamp of the last accepted chunk
         self._dt_ns: int | None = None
         self._status_if_none = TickStatus.EMPTY
-        self._requested_at: int | None = None
+        self._void |= set(self._pending)
+        self._pending = {}
 
     def reconfigure(self, config: ChunkConfig) -> None:
         """New merge/limit/margin settings apply from the next chunk; the plan in flight is kept."""
@@ -168,11 +206,22 @@ class ChunkScheduler:
 
     # -- merging ----------------------------------------------------------------------------------
 
-    def on_chunk(self, chunk: ActionChunk, now_ns: int) -> ChunkOutcome:
-        """Merge ``chunk`` (arrived at now_ns) into the plan; see the module doc for the rules."""
-        if self._requested_at is not None:
-            self._latencies.append(now_ns - self._requested_at)
-            self._requested_at = None
+    def on_chunk(self, chunk: ActionChunk, now_ns: int, ticket: int | None = None) -> ChunkOutcome:
+        """Merge ``chunk`` (arrived at now_ns) into the plan; see the module doc for the rules.
+
+        now_ns may be the time the worker finished, when the caller collects results later (e.g. at
+        the next control tick): the merge is then exactly as if it had happened on time and the
+        measured latency excludes the collection delay. Pass arrivals in time order, none earlier
+        than the last tick that has already been executed.
+
+        Whatever the outcome, it answers its request: ``ticket`` from inference_started, else the
+        pending request with the chunk's observation stamp, else the oldest pending one."""
+        if ticket is not None and ticket in self._void:
+            self._void.discard(ticket)
+            return ChunkOutcome.VOID
+        request = self._retire(ticket, chunk.stamp_ns)
+        if request is not None:
+            self._latencies.append(now_ns - request.requested_ns)
         if self._stamp_ns is not None and chunk.stamp_ns <= self._stamp_ns:
             return ChunkOutcome.OUT_OF_ORDER
         n = min(self._config.steps_limit(chunk.trained_steps), chunk.horizon)
@@ -199,41 +248,115 @@ class ChunkScheduler:
                 values = (1.0 - w) * old + w * values
         self._times, self._values = times, values
         self._stamp_ns, self._dt_ns = chunk.stamp_ns, dt
+        self._span_ns = (n - 1) * dt
         return ChunkOutcome.ACCEPTED
 
     # -- inference pacing -------------------------------------------------------------------------
 
     @property
+    def inflight(self) -> int:
+        """Inference requests started and not yet answered (by on_chunk or inference_failed)."""
+        return len(self._pending)
+
+    @property
     def inference_in_flight(self) -> bool:
-        return self._requested_at is not None
+        return bool(self._pending)
 
     @property
     def expected_latency_ns(self) -> int | None:
-        """Max of the last LATENCY_WINDOW request-to-chunk times (None before the first chunk)."""
-        return max(self._latencies) if self._latencies else None
+        """Max of the last LATENCY_WINDOW request-to-chunk times; before the first, the latency
+        given to ``prime`` (None if none)."""
+        return max(self._latencies) if self._latencies else self._primed_latency_ns
 
-    def inference_started(self, now_ns: int) -> None:
-        """Call when an inference request is handed to the worker."""
-        self._requested_at = now_ns
+    def prime(self, latency_ns: int, steps: int, dt_ns: int) -> None:
+        """What is known before the first chunk (e.g. from the warm-up): an inference latency and
+        the chunks' usable steps (``config.steps_limit(trained_steps)``) and step period.
 
-    def inference_failed(self) -> None:
-        """Call when a requested inference ends without a chunk (error, no fresh observation)."""
-        self._requested_at = None
+        Lets overlapping requests be paced from the very first one: the first chunk alone cannot
+        cover the time until a request made on its arrival delivers when the latency exceeds half
+        a chunk. Measurements replace the latency and accepted chunks the span; with k = 1 nothing
+        changes (the first request needs no estimate)."""
+        if latency_ns <= 0 or steps <= 0 or dt_ns <= 0:
+            raise ValueError(f"prime needs positive values, got latency {latency_ns} ns, steps {steps}, "
+                             f"dt {dt_ns} ns")
+        self._primed_latency_ns = int(latency_ns)
+        if self._span_ns is None:
+            self._span_ns = (steps - 1) * dt_ns
 
-    def wants_inference(self, now_ns: int, expected_latency_ns: int | None = None) -> bool:
-        """True when no inference is in flight and the plan would run dry before a chunk requested
-        now could arrive: remaining <= (1 + latency_margin) * expected latency, or no usable plan."""
-        if self._requested_at is not None:
+    def inference_started(self, now_ns: int, obs_stamp_ns: int | None = None) -> int:
+        """Call when an inference request is handed to a worker; returns its ticket.
+
+        obs_stamp_ns: the stamp of the observation it will use (the chunk's future stamp_ns); None
+        assumes ``now_ns`` (a request is expected to cover the plan from when it was made)."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._pending[ticket] = _Request(now_ns, now_ns if obs_stamp_ns is None else obs_stamp_ns)
+        return ticket
+
+    def _retire(self, ticket: int | None, stamp_ns: int | None = None) -> _Request | None:
+        """Remove a pending request: by ticket; else the one with this observation stamp; else the oldest."""
+        if ticket is not None:
+            return self._pending.pop(ticket, None)
+        if stamp_ns is not None:
+            for t, r in self._pending.items():
+                if r.obs_stamp_ns == stamp_ns:
+                    return self._pending.pop(t)
+        if self._pending:
+            return self._pending.pop(next(iter(self._pending)))
+        return None
+
+    def inference_failed(self, ticket: int | None = None) -> None:
+        """Call when a requested inference ends without a chunk (error, chunk refused by the safety
+        filter). None retires the oldest pending request."""
+        if ticket is not None and ticket in self._void:
+            self._void.discard(ticket)
+            return
+        self._retire(ticket)
+
+    def coverage_end_ns(self) -> int | None:
+        """Where the command is planned up to once every pending request has delivered: the max of
+        the plan end and, per pending request, its observation stamp + the last chunk's span. None
+        when nothing is planned or pending, or a pending request's span is not known yet."""
+        ends = [] if self._times is None else [int(self._times[-1])]
+        if self._pending:
+            if self._span_ns is None:
+                return None
+            ends += [r.obs_stamp_ns + self._span_ns for r in self._pending.values()]
+        return max(ends) if ends else None
+
+    def wants_inference(self, now_ns: int, expected_latency_ns: int | None = None,
+                        obs_stamp_ns: int | None = None) -> bool:
+        """True when a new request may start now: fewer than max_inflight are pending and the
+        coverage (the plan and the pending requests, see coverage_end_ns) ends within
+        (1 + latency_margin) * expected latency of now.
+
+        With nothing pending this is the one-at-a-time rule (also true with no usable plan or no
+        latency known yet). With requests pending it additionally needs the span and a latency
+        (measured or primed; else: wait for the first chunk) and the candidate observation
+        (obs_stamp_ns, default now) at least expected latency / max_inflight newer than the newest
+        pending one, so overlapping requests are spread over the latency instead of bunching (two
+        chunks arriving together cover no longer than one)."""
+        if len(self._pending) >= self._config.max_inflight:
             return False
-        if not self._alive(now_ns):
-            return True
         latency = self.expected_latency_ns if expected_latency_ns is None else expected_latency_ns
-        if latency is None:
-            return True
-        return self.remaining_ns(now_ns) <= (1.0 + self._config.latency_margin) * latency
+        lead = None if latency is None else (1.0 + self._config.latency_margin) * latency
+        if not self._pending:
+            if not self._alive(now_ns) or lead is None:
+                return True
+            return self.remaining_ns(now_ns) <= lead
+        end = self.coverage_end_ns()
+        if end is None or latency is None:
+            return False
+        newest = max(r.obs_stamp_ns for r in self._pending.values())
+        candidate = now_ns if obs_stamp_ns is None else obs_stamp_ns
+        if candidate - newest < latency / self._config.max_inflight:
+            return False
+        return end - now_ns <= lead
 
     @staticmethod
-    def keeps_up(latency_ns: int, steps: int, dt_ns: int, frame_age_ns: int = 0) -> bool:
-        """Whether a gapless command is possible with one inference at a time: the chunk requested
-        when the previous one arrives must arrive before that one ends (2 L + age <= (steps-1) dt)."""
-        return 2 * latency_ns + frame_age_ns <= (steps - 1) * dt_ns
+    def keeps_up(latency_ns: int, steps: int, dt_ns: int, frame_age_ns: int = 0, max_inflight: int = 1) -> bool:
+        """Whether a gapless command is possible with up to max_inflight overlapping inferences of
+        latency L each: requests can be spaced L / max_inflight apart at best, and the chunk of the
+        next request must arrive before the current one ends: L / k + L + age <= (steps - 1) dt
+        (k = 1: 2 L + age, the next observation cannot precede the previous chunk's arrival)."""
+        return latency_ns * (max_inflight + 1) + max_inflight * frame_age_ns <= max_inflight * (steps - 1) * dt_ns

@@ -67,7 +67,12 @@ def test_table_matches_brief(name, type_name, default):
 
 
 def test_only_documented_extra_parameter():
-    assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin"}
+    assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin", "chunk.max_inflight"}
+
+
+def test_max_inflight_parameter():
+    spec = C.SPECS["chunk.max_inflight"]
+    assert spec.type.name == "INTEGER" and spec.default == 2 and spec.range == (1, 4) and not spec.runtime
 
 
 def test_declarations_are_rclpy_ready():
@@ -140,6 +145,8 @@ def test_camera_lists_must_match():
     ("sync.queue_size", 0, "outside"),
     ("chunk.blend_steps", -1, "outside"),
     ("chunk.latency_margin", -0.1, "outside"),
+    ("chunk.max_inflight", 0, "outside"),
+    ("chunk.max_inflight", 5, "outside"),
     ("diagnostics.rate_hz", 0.0, "outside"),
     ("device", "gpu", "auto, cpu, cuda"),
     ("text.device", "auto", "cpu, cuda"),
