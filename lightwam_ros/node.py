@@ -59,6 +59,7 @@ from lightwam_ros.sync import FrameSync
 from lightwam_ros.types import ActionChunk, FrameSet
 
 NODE_NAME = cfgmod.NODE_NAME
+INFERENCE_WORKERS = 1  # inference requests the node runs at once (see _scheduler_config)
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
 TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
 
@@ -148,6 +149,13 @@ def _descriptor(d: cfgmod.Declaration) -> ParameterDescriptor:
     return desc
 
 
+def _scheduler_config(chunk: cfgmod.ChunkConfig) -> cfgmod.ChunkConfig:
+    """The scheduler paces requests for the inferences that can really run at once. The node runs
+    INFERENCE_WORKERS (one worker thread): the pipeline is not re-entrant (CUDA graphs and ONNX IO
+    binding use static buffers), so chunk.max_inflight above that cannot overlap anything."""
+    return dataclasses.replace(chunk, max_inflight=min(chunk.max_inflight, INFERENCE_WORKERS))
+
+
 def _plain(value: Any) -> Any:
     """rclpy parameter value -> plain python (arrays become lists)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -172,6 +180,7 @@ class _Runtime:
     safety: SafetyFilter
     diagnostics: Diagnostics
     worker: InferenceWorker
+    pending_ticket: int | None = None  # scheduler ticket of the request the worker is running
     subscriptions: list = field(default_factory=list)
     publishers: list = field(default_factory=list)
     timers: list = field(default_factory=list)
@@ -265,7 +274,7 @@ class PolicyNode(LifecycleNode):
     def _apply_config(self, rt: _Runtime, new: PolicyConfig) -> None:
         rt.config = new
         rt.sync.reconfigure(new.sync)
-        rt.scheduler.reconfigure(new.chunk)
+        rt.scheduler.reconfigure(_scheduler_config(new.chunk))
         rt.safety.reconfigure(new.safety)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -301,8 +310,10 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         rt = self._rt
         ret = super().on_activate(state)  # enables the lifecycle publishers
-        rt.worker.poll()  # a result computed before activation is stale
-        rt.scheduler.reset()
+        if rt.worker.poll() is not None:  # a result computed before activation is stale
+            rt.scheduler.inference_failed(rt.pending_ticket)
+            rt.pending_ticket = None
+        rt.scheduler.reset()  # a request still running becomes void: its chunk is never merged
         rt.safety.reset()  # the robot may have moved while inactive: start from the measured position
         rt.active, rt.paused, rt.following = True, False, False
         rt.control_timer = self.create_timer(1.0 / rt.config.control_rate_hz, self._on_control_tick)
@@ -367,7 +378,14 @@ class PolicyNode(LifecycleNode):
             text_encoder = self._text_encoder(cfg, pipeline)
             warm_ms = pipeline.warmup(runs=1)
             self.get_logger().info(f"warm-up: {warm_ms:.1f} ms per inference")
-            return self._wire(cfg, info, pipeline, text_encoder)
+            if cfg.chunk.max_inflight > INFERENCE_WORKERS:
+                self.get_logger().warning(
+                    f"chunk.max_inflight {cfg.chunk.max_inflight}: this node runs {INFERENCE_WORKERS} inference "
+                    "at a time (one worker thread; the backends are not re-entrant), requests do not overlap")
+            rt = self._wire(cfg, info, pipeline, text_encoder)
+            if warm_ms == warm_ms and warm_ms > 0:  # not NaN: pace the first requests from the warm-up
+                rt.scheduler.prime(int(warm_ms * 1e6), cfg.chunk.steps_limit(info.trained_steps), pipeline.dt_ns)
+            return rt
         except BaseException:
             pipeline.close()
             raise
@@ -386,7 +404,7 @@ class PolicyNode(LifecycleNode):
         worker = InferenceWorker(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns))
         rt = _Runtime(config=cfg, bundle_info=info, pipeline=pipeline, text_encoder=text_encoder,
                       sync=FrameSync(cfg.cameras.names, cfg.sync, now),
-                      scheduler=ChunkScheduler(cfg.chunk),
+                      scheduler=ChunkScheduler(_scheduler_config(cfg.chunk)),
                       safety=SafetyFilter(cfg.safety, cfg.output.joint_names),
                       diagnostics=Diagnostics(self.get_fully_qualified_name(), cfg.cameras.names, now),
                       worker=worker)
@@ -544,9 +562,9 @@ class PolicyNode(LifecycleNode):
         """Hand the newest fresh frame set to the worker when the scheduler needs the next chunk."""
         if not rt.active or rt.paused or rt.latest_set is None or rt.worker.busy:
             return
-        if not rt.scheduler.wants_inference(now):
-            return
         frames = rt.latest_set
+        if not rt.scheduler.wants_inference(now, obs_stamp_ns=frames.stamp_ns):
+            return
         if now - frames.stamp_ns > rt.config.sync.max_age_ns or not self._state_fresh(rt, now):
             return
         ok, _ = self._instruction_status(rt)
@@ -555,15 +573,16 @@ class PolicyNode(LifecycleNode):
         request = dataclasses.replace(frames, state=rt.state.copy(), instruction=self._current_instruction(rt))
         if rt.worker.submit(request):
             rt.latest_set = None  # one set is used once
-            rt.scheduler.inference_started(now)
+            rt.pending_ticket = rt.scheduler.inference_started(now, obs_stamp_ns=frames.stamp_ns)
 
     def _collect_result(self, rt: _Runtime, now: int) -> bool:
         """Merge a finished chunk into the plan; True when the plan changed (re-send trajectory)."""
         result = rt.worker.poll()
         if result is None:
             return False
+        ticket, rt.pending_ticket = rt.pending_ticket, None
         if result.chunk is None:
-            rt.scheduler.inference_failed()
+            rt.scheduler.inference_failed(ticket)
             rt.last_error = result.error or "inference failed"
             self.get_logger().error(f"inference failed: {rt.last_error}; holding", throttle_duration_sec=THROTTLE_S)
             return False
@@ -574,13 +593,15 @@ class PolicyNode(LifecycleNode):
         n = min(rt.config.chunk.steps_limit(chunk.trained_steps), chunk.horizon)
         refused = rt.safety.check_chunk(chunk.actions[:n])
         if refused is not None:
-            rt.scheduler.inference_failed()
+            rt.scheduler.inference_failed(ticket)
             rt.scheduler.clear()
             rt.last_error = refused
             self.get_logger().error(f"chunk refused: {refused}; holding", throttle_duration_sec=THROTTLE_S)
             return False
-        outcome = rt.scheduler.on_chunk(chunk, now)
+        outcome = rt.scheduler.on_chunk(chunk, now, ticket)
         rt.diagnostics.record_chunk(outcome, chunk.timings_ms)
+        if outcome is ChunkOutcome.VOID:  # requested before a pause/activation: never used
+            return False
         if outcome is not ChunkOutcome.ACCEPTED:
             self.get_logger().warning(f"chunk {outcome.value} (observation {(now - chunk.stamp_ns) / 1e6:.0f} ms old)",
                                       throttle_duration_sec=THROTTLE_S)
@@ -701,7 +722,8 @@ class PolicyNode(LifecycleNode):
         keeps_up = None
         if latency is not None and sched.dt_ns:
             steps = rt.config.chunk.steps_limit(rt.bundle_info.trained_steps)
-            keeps_up = ChunkScheduler.keeps_up(latency, steps, sched.dt_ns)
+            keeps_up = ChunkScheduler.keeps_up(latency, steps, sched.dt_ns,
+                                               max_inflight=sched.config.max_inflight)
         extra: dict[str, Any] = {"lifecycle": "active" if rt.active else "inactive", "paused": rt.paused,
                                  "dry_run": rt.config.dry_run, "ticks": rt.ticks,
                                  "trajectories_published": rt.trajectories_published,

@@ -163,3 +163,15 @@ def test_launch_file_declares_every_argument() -> None:  # pragma: no cover - ne
     ld = module.generate_launch_description()
     declared = {a.name for a in ld.get_launch_arguments()}
     assert declared == {a.name for a in LAUNCH_ARGUMENTS}
+
+
+def test_readme_documents_every_parameter_and_launch_argument() -> None:
+    """The README's reference tables must not drift from the parameter table and the launch args."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
+    missing = [s.name for s in config.PARAMETERS if s.name not in rows]
+    assert not missing, f"README.md parameter table lacks {missing}"
+    missing = [a.name for a in LAUNCH_ARGUMENTS if a.name not in rows]
+    assert not missing, f"README.md launch argument table lacks {missing}"
+    for profile in ("aloha_3cam", "libero_franka", "demo"):
+        assert f"{profile}.yaml" in readme
