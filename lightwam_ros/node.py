@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                                ParameterUninitializedException)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
@@ -765,6 +767,37 @@ class PolicyNode(LifecycleNode):
 # main
 # ---------------------------------------------------------------------------------------------
 
+class RosLogHandler(logging.Handler):
+    """Forwards the library's Python logging (pipeline, backends, text) to the node's ROS logger, so
+    warnings such as "dtype bfloat16 requested on the CPU" reach the console and /rosout like the
+    node's own messages."""
+
+    def __init__(self, ros_logger: Any):
+        super().__init__()
+        self._ros = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = f"[{record.name}] {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self._ros.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self._ros.warning(msg)
+            elif record.levelno >= logging.INFO:
+                self._ros.info(msg)
+            else:
+                self._ros.debug(msg)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+def forward_python_logging(node: Node) -> None:
+    library = logging.getLogger("lightwam_ros")
+    library.addHandler(RosLogHandler(node.get_logger()))
+    library.setLevel(logging.INFO)
+    library.propagate = False
+
+
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="policy_node", description="Light-WAM lifecycle policy node")
     parser.add_argument("--autostart", action="store_true",
@@ -777,6 +810,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         options = parse_arguments(remove_ros_args(args if args is not None else sys.argv)[1:])
         node = PolicyNode(autostart=options.autostart)
+        forward_python_logging(node)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -156,7 +156,7 @@ def _policy_node_command() -> list[str]:
 def test_launch_plan_command_starts_an_acting_node_in_a_namespace(tiny_bundle, tmp_path: Path) -> None:
     """What policy.launch.py does, without launch_ros: the plan's command line, namespace, remap,
     bundle override and --autostart; the node must come up active and publish trajectories."""
-    plan = plan_from_arguments({"robot": "demo", "bundle": str(tiny_bundle), "namespace": "cell1",
+    plan = plan_from_arguments({"robot": "demo", "bundle": str(tiny_bundle), "namespace": "cell1", "dtype": "bfloat16",
                                 "remap": "/demo/arm_controller/joint_trajectory:=/cell1/jtc/joint_trajectory"},
                                share_dir=REPO_ROOT)
     params_file = plan.write_params_file(tmp_path)
@@ -186,3 +186,5 @@ def test_launch_plan_command_starts_an_acting_node_in_a_namespace(tiny_bundle, t
     assert rc == 0, output
     assert "Traceback" not in output, output
     assert "configured in" in output and "/cell1/jtc/joint_trajectory" in output, output
+    # the dtype override arrived, and the library's Python warnings reach the ROS log
+    assert "[lightwam_ros.pipeline] dtype bfloat16 requested on the CPU" in output, output
