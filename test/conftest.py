@@ -86,3 +86,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "demo_tiny"
     write_demo_bundle(out, size="tiny", seed=0)
     return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; the skip reason says why)")

@@ -215,3 +215,14 @@ def test_stale_joint_state_holds(system) -> None:
     mark = time.monotonic()
     robot.publish_joints = True
     _wait_following(robot, mark)
+
+
+def test_debug_canvas_is_the_tiled_model_input_throttled(system) -> None:
+    node, robot, params = system
+    snap = robot.wait_for(lambda r: len(r.canvases) >= 3, 20, "three debug canvases")
+    times = np.array([t for t, _ in snap.canvases])
+    _, msg = snap.canvases[-1]
+    assert (msg.height, msg.width, msg.encoding) == (384, 320, "rgb8")  # robotwin_3cam canvas
+    assert len(msg.data) == 384 * 320 * 3
+    min_gap = 1.0 / params["debug.canvas_rate_hz"]
+    assert np.all(np.diff(times) >= 0.8 * min_gap), np.diff(times)  # throttled to debug.canvas_rate_hz
