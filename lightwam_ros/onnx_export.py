@@ -76,7 +76,9 @@ def ort_check(path: Path, inputs: tuple[torch.Tensor, ...], reference: np.ndarra
     provider = "CUDAExecutionProvider" if device.type == "cuda" and "CUDAExecutionProvider" in available \
         else "CPUExecutionProvider"
     try:
-        sess = ort.InferenceSession(str(path), providers=[provider])
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=[provider])
         out = sess.run([OUTPUT_NAME], {n: t.detach().cpu().numpy() for n, t in zip(INPUT_NAMES, inputs)})[0]
     except Exception as exc:  # e.g. ORT's CPU provider has no kernel for some float16/bfloat16 op
         return None, f"not verified: {provider} could not run it ({str(exc).splitlines()[0][:200]})"

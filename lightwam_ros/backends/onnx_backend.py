@@ -100,6 +100,7 @@ class OnnxBackend(PolicyBackend):
         path = bundle.path / entry["file"]
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: per-node constant-folding notices (float16 on CPU) are noise
         if intra_op_threads:
             so.intra_op_num_threads = int(intra_op_threads)
         self.providers = select_providers(self.device, dtype, bundle.files[entry["file"]], providers)
