@@ -118,3 +118,31 @@ def test_written_image_content_matches_the_rendered_scene(tmp_path):
     pixels = img.data.reshape(60, 80, 4)
     t_s = (msgs[4].log_ns - spec.start_ns) / 1e9
     assert np.array_equal(decode_reference(pixels, "bgra8"), render_scene(1, t_s, 60, 80))
+
+
+def test_default_instruction_is_one_the_demo_bundle_knows():
+    from lightwam_ros.demo_bundle import DEMO_INSTRUCTIONS
+    from lightwam_ros.synthetic import default_instruction
+
+    assert default_instruction() in DEMO_INSTRUCTIONS
+
+
+def test_make_bag_command(tmp_path, capsys):
+    from lightwam_ros.cli import main
+
+    out = tmp_path / "bag"
+    rc = main(["make-bag", "--out", str(out), "--cameras", "2", "--size", "48x64", "--rate", "10", "--seconds", "1",
+               "--drop-camera", "cam_left_wrist@0.2-0.5", "--encoding", "bgr8", "--storage", "sqlite3",
+               "--version", "8", "--joint-order", "shuffled", "--instruction", "stack the green block on the blue block@0.5",
+               "--instruction", "pick up the red block"])
+    assert rc == 0
+    with BagReader(out) as r:
+        info = r.info
+        instr = [(m.log_ns - info.start_ns, r.decode(m).data) for m in r.messages(["/demo/instruction"])]
+    assert (info.storage, info.version) == ("sqlite3", 8)
+    assert info.topics["/demo/cam_high/image_raw"].count == 10
+    assert info.topics["/demo/cam_left_wrist/image_raw"].count == 7  # frames at 0.2, 0.3, 0.4 s dropped
+    assert instr == [(0, "pick up the red block"), (500_000_000, "stack the green block on the blue block")]
+    # a second run refuses to overwrite, with the error on stderr and exit code 2
+    assert main(["make-bag", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
