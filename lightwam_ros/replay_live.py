@@ -16,6 +16,7 @@ with what the node formed and used, from the node's own /diagnostics.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -42,6 +43,12 @@ ACTIVATE_TIMEOUT_S = 300.0  # configure loads, verifies and warms up the model
 MATCH_TIMEOUT_S = 30.0
 SETTLE_S = 1.0  # after matching, the first ~0.6 s of samples can be lost (ros2-notes §2)
 STOP_TIMEOUT_S = 20.0
+# The node's counters are read from its /diagnostics. At a profile's 1 Hz the last message before the
+# end of the window can be a second old, and the next one counts a second of tail without inputs
+# (stale-state holds that never happened on the robot). At 10 Hz the first message at or after the
+# end is < 100 ms into the tail, before joints.max_age / camera_timeout can expire. Only the
+# diagnostics rate is changed; control, sync and inference run with the profile's parameters.
+LIVE_DIAGNOSTICS_HZ = 10.0
 
 
 class BagClock:
@@ -64,18 +71,25 @@ class BagClock:
         return max(0.0, (t_ns - self.now_ns()) / self.rate / 1e9)
 
 
-def _diag_values(raw_diagnostics: list[bytes]) -> dict[str, dict[str, str]]:
-    """Latest values of each status ('cameras', 'sync', 'inference', 'control') from /diagnostics."""
+def _diag_values(raw_diagnostics: list[bytes], stop_ns: int) -> tuple[dict[str, dict[str, str]], int | None]:
+    """Values of each status ('cameras', 'sync', 'inference', 'control') in the first /diagnostics
+    stamped at or after stop_ns (else the last one), and that message's stamp."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.serialization import deserialize_message
 
+    from lightwam_ros.images import time_to_ns
+
     out: dict[str, dict[str, str]] = {}
+    stamp = None
     for raw in raw_diagnostics:
         msg = deserialize_message(raw, DiagnosticArray)
+        stamp = time_to_ns(msg.header.stamp)
         for st in msg.status:
             key = st.name.rsplit(": ", 1)[-1]
             out[key] = {kv.key: kv.value for kv in st.values} | {"_message": st.message}
-    return out
+        if stamp >= stop_ns:
+            break
+    return out, stamp
 
 
 def _num(values: dict[str, str], key: str) -> float | int | None:
@@ -104,6 +118,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     from trajectory_msgs.msg import JointTrajectory
 
     clock = BagClock(start_ns, options.rate)
+    diag_hz = max(cfg.diagnostics_rate_hz, LIVE_DIAGNOSTICS_HZ)
+    plan = dataclasses.replace(plan, parameters={**plan.parameters, "diagnostics.rate_hz": diag_hz})
     ctx = rclpy.Context()
     rclpy.init(args=["lightwam_replay"], context=ctx, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("lightwam_replay", context=ctx, use_global_arguments=False)
@@ -210,7 +226,7 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
-    diag = _diag_values(diagnostics)
+    diag, diag_stamp = _diag_values(diagnostics, stop_ns)
     sync, inference, control = diag.get("sync", {}), diag.get("inference", {}), diag.get("control", {})
     frames_published = {inputs.cameras[t]: published[t] for t in inputs.cameras}
     holds = {k.removeprefix("safety.hold."): _num(control, k) for k in control if k.startswith("safety.hold.")}
@@ -242,6 +258,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
             "backend": inference.get("backend"), "device": inference.get("device"),
             "tick_period_ms": {k: _num(control, k) for k in control if k.startswith("tick_period_ms.")},
             "log": str(log_path),
+            "diagnostics_rate_hz": diag_hz,
+            "counters_at_s": None if diag_stamp is None else (diag_stamp - start_ns) / 1e9,
             "startup_s": round(startup_s, 2),
         },
         "throughput": {"wall_s": round(wall_s, 3), "rate": options.rate,
