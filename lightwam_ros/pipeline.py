@@ -155,7 +155,10 @@ class PolicyPipeline:
         """images: camera -> uint8 HxWx3 RGB (any size); state: robot units in the bundle's state order."""
         t0 = time.perf_counter()
         self.check_images(images)
-        context = self.context_tensor(instruction)
+        return self._predict(images, state, self.context_tensor(instruction), int(stamp_ns), t0)
+
+    def _predict(self, images: Mapping[str, np.ndarray], state: Any, context: torch.Tensor, stamp_ns: int,
+                 t0: float) -> ActionChunk:
         proprio = self.proprio_tensor(state)
         canvas = self.preprocessor({c: images[c] for c in self.cameras})
         self._sync()
@@ -164,12 +167,12 @@ class PolicyPipeline:
         t2 = time.perf_counter()
         actions = np.asarray(self.normalizer.denormalize_actions(normalized), dtype=np.float32)
         if not np.isfinite(actions).all():
-            log.error("policy produced NaN/Inf actions for instruction %r", instruction)
+            log.error("policy produced NaN/Inf actions")
         t3 = time.perf_counter()
         self._last_canvas = canvas
         timings = {"preprocess": 1e3 * (t1 - t0), **self.backend.last_timings_ms,
                    "infer": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)}
-        return ActionChunk(actions=actions, stamp_ns=int(stamp_ns), dt_ns=self.dt_ns,
+        return ActionChunk(actions=actions, stamp_ns=stamp_ns, dt_ns=self.dt_ns,
                            trained_steps=self.embodiment.trained_steps, timings_ms=timings)
 
     def predict_frames(self, frames: FrameSet, instruction: str | None = None) -> ActionChunk:
@@ -182,18 +185,22 @@ class PolicyPipeline:
         return self.predict(frames.images, frames.state, ins, frames.stamp_ns)
 
     def warmup(self, runs: int = 2) -> float:
-        """Run the whole pipeline on a neutral observation; returns the last latency in ms."""
+        """Run the whole pipeline on a neutral observation; returns the last latency in ms.
+
+        Uses the first known instruction's context (zeros if the bundle has none yet), so the warm-up
+        also covers the context upload and works before any instruction was added.
+        """
         h, w = self.embodiment.layout.canvas_hw
         images = {c: np.full((h, w, 3), 128, np.uint8) for c in self.cameras}
-        state = self.neutral_state()
-        self.backend.warmup(runs)
-        instruction = self.known_instructions[0] if self.known_instructions else None
-        if instruction is None:
-            return math.nan
-        chunk = None
-        for _ in range(max(1, runs)):
-            chunk = self.predict(images, state, instruction)
-        return chunk.timings_ms["total"] if chunk else math.nan
+        self.backend.warmup(1)  # lazy init, compilation, CUDA graph capture, TensorRT engine build
+        known = self.known_instructions
+        context = self.context_tensor(known[0]) if known else torch.zeros(
+            (1, self.backend.io.text_len, self.backend.io.text_dim), device=self.device)
+        total = math.nan
+        with torch.inference_mode():
+            for _ in range(max(1, runs)):
+                total = self._predict(images, self.neutral_state(), context, 0, time.perf_counter()).timings_ms["total"]
+        return total
 
     def close(self) -> None:
         self._context_cache.clear()

@@ -283,6 +283,8 @@ def test_convert_cli(official, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     b = Bundle.load(out)
     assert b.embodiment.action_rate_hz == 25.0 and b.instructions == {}
     assert read_safetensors_header(out / "expert.safetensors")["output.2.weight"][1] == "F32"
+    with PolicyPipeline.from_bundle(out, device="cpu") as pipe:  # no instructions yet: warm-up still runs
+        assert pipe.known_instructions == [] and pipe.warmup(1) > 0
 
     rc = cli.main(["convert", "--ckpt", str(official["ckpt"]), "--config", str(official["config"]),
                    "--stats", str(official["stats"]), "--vae", str(official["vae"]), "--out", str(tmp_path / "x"),
