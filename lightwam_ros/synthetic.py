@@ -190,15 +190,15 @@ class SyntheticBagSpec:
 
     # --- topics -----------------------------------------------------------------------------
     def camera_topic(self, camera: str) -> str:
-        return f"{self.namespace}/{camera}/image_raw"
+        return f"{self.namespace.rstrip('/')}/{camera}/image_raw"
 
     @property
     def joint_state_topic(self) -> str:
-        return f"{self.namespace}/joint_states"
+        return f"{self.namespace.rstrip('/')}/joint_states"
 
     @property
     def instruction_topic(self) -> str:
-        return f"{self.namespace}/instruction"
+        return f"{self.namespace.rstrip('/')}/instruction"
 
     @property
     def recorded_joint_names(self) -> tuple[str, ...]:
