@@ -1,0 +1,146 @@
+"""Host-side cost of one camera frame set, per stage: a benchmark script, not a test.
+
+    .venv/bin/python test/benchmarks/bench_host.py [--runs 300] [--threads 1] [--encodings rgb8 bgr8]
+
+For 3 cameras at 480x640 (the robotwin_3cam layout) it times, per frame set:
+  decode     sensor_msgs/Image -> uint8 HxWx3 RGB (images.image_to_rgb) x3
+  sync       FrameSync.add x3 (the third completes the set)
+  preprocess Preprocessor on the CPU: upload, [0,1] float, the training resize chain, tiling into the
+             384x320 canvas, [-1,1]
+  total      the three back to back (timed as one span, not summed)
+and ``float chain``: the same canvas by the plain float resize chain (ToTensor, two F.interpolate
+resizes, tiling, Normalize), i.e. the Preprocessor without its exact 2x path -- the before/after of
+that optimisation. It runs on the same frame sets in alternating blocks of BLOCK sets, so both see
+the same machine load without sharing caches and allocator state set by set. All of it
+with torch limited to ``--threads`` intra-op threads (1 = "one CPU core"), and prints median and p90
+in ms over ``--runs`` frame sets after a warm-up. The messages are deserialized from CDR as rclpy
+delivers them (``data`` is an array.array), so decode sees what the node sees.
+
+Two clocks: ``cpu`` is this thread's CPU time (time.thread_time_ns) -- the cost on one core, which
+other processes on a busy machine do not inflate -- and ``wall`` the elapsed time, which they do
+(the load average is printed for that reason). With --threads > 1 only wall is meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HOME", "/tmp")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from lightwam_ros.config import SyncConfig  # noqa: E402
+from lightwam_ros.images import image_to_rgb, ns_to_time  # noqa: E402
+from lightwam_ros.layouts import LAYOUTS, Preprocessor, resize  # noqa: E402
+from lightwam_ros.sync import FrameSync  # noqa: E402
+
+LAYOUT = LAYOUTS["robotwin_3cam"]
+H, W = 480, 640
+PERIOD_NS = 33_333_333  # 30 Hz cameras
+BLOCK = 25  # frame sets per alternating block (pipeline, then float chain)
+
+
+def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image:
+    """An Image as a subscriber receives it (serialized + deserialized)."""
+    px = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
+    msg = Image(height=H, width=W, encoding=encoding, is_bigendian=0, step=3 * W)
+    msg.header.stamp = ns_to_time(stamp_ns)
+    msg.data = np.ascontiguousarray(px).tobytes()
+    return deserialize_message(serialize_message(msg), Image)
+
+
+def float_chain(images: dict[str, np.ndarray]) -> torch.Tensor:
+    """The canvas by the plain float chain (what Preprocessor computed before its exact 2x path)."""
+    h, w = LAYOUT.canvas_hw
+    canvas = torch.zeros((1, 3, h, w))
+    for cell in LAYOUT.cells:
+        x = torch.from_numpy(images[cell.camera]).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        x = resize(resize(x, LAYOUT.pre_resize_hw[cell.camera]), (cell.height, cell.width))
+        canvas[:, :, cell.row:cell.row + cell.height, cell.col:cell.col + cell.width] = x
+    return canvas.sub_(0.5).div_(0.5)
+
+
+def percentiles(samples_ns: list[int]) -> tuple[float, float]:
+    a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return float(np.median(a)), float(np.percentile(a, 90))
+
+
+def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float]]:
+    rng = np.random.default_rng(0)
+    cameras = LAYOUT.cameras
+    frames = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in cameras]
+    # distinct messages per set (fresh buffers, as arriving frames are), built before timing
+    sets = [[make_message(frames[c], encoding, (i + 1) * PERIOD_NS + c * 1000) for c in range(len(cameras))]
+            for i in range(runs + warmup)]
+    sync = FrameSync(cameras, SyncConfig(), now_ns=0)
+    pre = Preprocessor(LAYOUT, "cpu")
+    stages = ("decode", "sync", "preprocess", "total", "float chain")
+    times: dict[tuple[str, str], list[int]] = {(c, k): [] for c in ("cpu", "wall") for k in stages}
+    block: list[dict[str, np.ndarray]] = []
+    for i, msgs in enumerate(sets):
+        now = (i + 1) * PERIOD_NS + 5_000_000
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+        rgbs = [image_to_rgb(m, f"/cam{c}") for c, m in enumerate(msgs)]
+        c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+        out = None
+        for cam, m, rgb in zip(cameras, msgs, rgbs):
+            out = sync.add(cam, m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec, rgb, now)
+        c2, w2 = time.thread_time_ns(), time.perf_counter_ns()
+        if out is None:
+            raise RuntimeError("FrameSync did not complete a set; the benchmark's stamps are wrong")
+        canvas = pre(out.images)
+        c3, w3 = time.thread_time_ns(), time.perf_counter_ns()
+        if i >= warmup:
+            for clock, (a, b, c, d) in (("cpu", (c0, c1, c2, c3)), ("wall", (w0, w1, w2, w3))):
+                for k, v in zip(stages, (b - a, c - b, d - c, d - a)):
+                    times[(clock, k)].append(v)
+        if i >= warmup:
+            block.append(out.images)
+        if len(block) == BLOCK or (i == len(sets) - 1 and block):
+            for images in block:
+                c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+                reference = float_chain(images)
+                c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+                times[("cpu", "float chain")].append(c1 - c0)
+                times[("wall", "float chain")].append(w1 - w0)
+            block = []
+    assert canvas.shape == (1, 3, *LAYOUT.canvas_hw)
+    diff = float((canvas - reference).abs().max())  # the last set, by both
+    if diff > 1e-6:
+        raise RuntimeError(f"Preprocessor and the float chain differ by {diff}")
+    return {k: percentiles(v) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=300, help="timed frame sets per encoding (>= 200 recommended)")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one CPU core)")
+    p.add_argument("--encodings", nargs="+", default=["rgb8", "bgr8"], choices=["rgb8", "bgr8"])
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)  # image_to_rgb converts with OpenCV
+    print(f"host cost of one frame set: 3 x {H}x{W} -> {LAYOUT.canvas_hw[0]}x{LAYOUT.canvas_hw[1]} canvas "
+          f"({LAYOUT.name}); torch {torch.__version__}, {args.threads} thread(s), {args.runs} runs; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"{'encoding':<9}{'stage':<12}{'cpu median':>11}{'cpu p90':>9}{'wall median':>13}{'wall p90':>10}  (ms)")
+    for enc in args.encodings:
+        r = bench(enc, args.runs, args.warmup)
+        for stage in ("decode", "sync", "preprocess", "total", "float chain"):
+            (cm, c9), (wm, w9) = r[("cpu", stage)], r[("wall", stage)]
+            print(f"{enc:<9}{stage:<12}{cm:>11.3f}{c9:>9.3f}{wm:>13.3f}{w9:>10.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
