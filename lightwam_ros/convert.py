@@ -137,8 +137,8 @@ def read_training_config(path: Path, layout_name: str | None = None,
     spec = backbones[backbone]
     dit = dict(_get(cfg, "model.video_dit_config", path))
     dit.update(spec.dit_overrides)
-    _require(dit["num_heads"] * dit["attn_head_dim"] == dit["hidden_dim"], path, "model.video_dit_config",
-             "num_heads * attn_head_dim must equal hidden_dim")
+    _require(dit.get("num_heads", 0) * dit.get("attn_head_dim", 0) == dit.get("hidden_dim"), path,
+             "model.video_dit_config", "num_heads * attn_head_dim must equal hidden_dim")
 
     wam = _get(cfg, "model.wam_adapter", path)
     for key in ("use_wam_adapter", "remove_original_action_expert"):
@@ -165,23 +165,36 @@ def read_training_config(path: Path, layout_name: str | None = None,
     _require(horizon > 0, path, "data.train.num_frames", f"must be > 1, got {num_frames}")
     text_len = int(m.get("tokenizer_max_len", _get(cfg, "data.train.context_len", path, 128)))
 
-    model = ModelConfig(
-        dim=int(dit["hidden_dim"]), in_dim=int(dit["in_dim"]), ffn_dim=int(dit["ffn_dim"]),
-        num_heads=int(dit["num_heads"]), num_layers=int(dit["num_layers"]), text_dim=int(dit["text_dim"]),
-        text_len=text_len, freq_dim=int(dit["freq_dim"]), eps=float(dit["eps"]),
-        patch_size=tuple(int(p) for p in dit["patch_size"]),
-        lora_rank=int(wam.get("lora_rank", 64)), lora_alpha=float(wam.get("lora_alpha", 128.0)),
-        lora_layers=lora_layers, lora_targets=targets,
-        adapter_layers=tuple(int(i) for i in wam["adapter_layer_indices"]), adapter_dim=int(wam["adapter_dim"]),
-        adapter_scale=float(wam.get("adapter_scale", 1.0)),
-        action_dim=action_dim, proprio_dim=proprio_dim, horizon=horizon,
-        vae=spec.vae,
-        expert=ExpertConfig(
-            per_layer_dim=int(ex["per_layer_dim"]), trunk_dim=int(ex["trunk_dim"]),
-            num_trunk_blocks=int(ex["num_trunk_blocks"]), step_pos_dim=int(ex["step_pos_dim"]),
-            num_queries=int(ex["token_pooling_num_queries"]), num_pool_heads=int(ex["token_pooling_num_heads"]),
-        ),
-    )
+    def need(section: Mapping, dotted: str, key: str) -> Any:
+        if key not in section:
+            raise ConvertError(f"{path}: missing key {dotted}.{key}")
+        return section[key]
+
+    d = lambda k: need(dit, "model.video_dit_config", k)  # noqa: E731 - local key accessors
+    w = lambda k: need(wam, "model.wam_adapter", k)  # noqa: E731
+    e = lambda k: need(ex, "model.state_fusion_action_expert_config", k)  # noqa: E731
+    try:
+        model = ModelConfig(
+            dim=int(d("hidden_dim")), in_dim=int(d("in_dim")), ffn_dim=int(d("ffn_dim")),
+            num_heads=int(d("num_heads")), num_layers=int(d("num_layers")), text_dim=int(d("text_dim")),
+            text_len=text_len, freq_dim=int(d("freq_dim")), eps=float(d("eps")),
+            patch_size=tuple(int(p) for p in d("patch_size")),
+            lora_rank=int(wam.get("lora_rank", 64)), lora_alpha=float(wam.get("lora_alpha", 128.0)),
+            lora_layers=lora_layers, lora_targets=targets,
+            adapter_layers=tuple(int(i) for i in w("adapter_layer_indices")), adapter_dim=int(w("adapter_dim")),
+            adapter_scale=float(wam.get("adapter_scale", 1.0)),
+            action_dim=action_dim, proprio_dim=proprio_dim, horizon=horizon,
+            vae=spec.vae,
+            expert=ExpertConfig(
+                per_layer_dim=int(e("per_layer_dim")), trunk_dim=int(e("trunk_dim")),
+                num_trunk_blocks=int(e("num_trunk_blocks")), step_pos_dim=int(e("step_pos_dim")),
+                num_queries=int(e("token_pooling_num_queries")), num_pool_heads=int(e("token_pooling_num_heads")),
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConvertError):
+            raise
+        raise ConvertError(f"{path}: the model section does not describe a valid network: {exc}") from exc
 
     # Supervised prefix: every shipped training script zeroes the tail weight (spec §2.12, §11).
     tw = _get(cfg, "model.loss.action_temporal_weighting", path, {}) or {}

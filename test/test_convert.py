@@ -372,6 +372,10 @@ def test_rejects_unsupported_config(official, tmp_path: Path) -> None:
     msg = _convert_error(_variant(official, tmp_path, config=cfg), tmp_path)
     assert "model.state_fusion_action_expert_config.token_pooling_merge_dim" in msg
     cfg = official_config()
+    del cfg["model"]["wam_adapter"]["adapter_dim"]
+    msg = _convert_error(_variant(official, tmp_path, config=cfg), tmp_path)
+    assert "missing key model.wam_adapter.adapter_dim" in msg
+    cfg = official_config()
     cfg["data"]["train"]["processor"]["norm_default_mode"] = "mean/std"
     msg = _convert_error(_variant(official, tmp_path, config=cfg), tmp_path)
     assert "norm_default_mode" in msg and "mean/std" in msg
