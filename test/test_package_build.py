@@ -98,3 +98,16 @@ def test_installed_package_runs_and_finds_its_share_dir(colcon_install: Path) ->
                               capture_output=True, text=True, timeout=120, cwd=colcon_install)
     assert help_out.returncode == 0, help_out.stderr
     assert "demo" in help_out.stdout and "replay" in help_out.stdout
+
+
+def test_package_xml_is_valid_format_3_with_the_runtime_dependencies() -> None:
+    catkin_pkg = pytest.importorskip("catkin_pkg.package", reason="catkin_pkg comes with colcon-ros (`make venv`)")
+    pkg = catkin_pkg.parse_package(str(REPO_ROOT / "package.xml"))  # validates against format 3 rules
+    assert pkg.package_format == 3 and pkg.name == PKG
+    assert pkg.get_build_type() == "ament_python"
+    exec_deps = {d.name for d in pkg.exec_depends}
+    assert {"rclpy", "sensor_msgs", "std_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs", "lifecycle_msgs",
+            "builtin_interfaces", "python3-numpy", "python3-opencv", "python3-yaml"} <= exec_deps
+    assert "python3-pytest" in {d.name for d in pkg.test_depends}
+    setup_py = (REPO_ROOT / "setup.py").read_text()  # setup.py must agree on the version
+    assert f'version="{pkg.version}"' in setup_py
