@@ -457,6 +457,8 @@ class Bundle:
             if name not in self.files:
                 raise BundleError(f"{self.path / MANIFEST}: 'files' has no sha256 for {name}")
         for name, digest in self.files.items():
+            if Path(name).name != name or name in (".", ".."):
+                raise BundleError(f"{self.path / MANIFEST}: 'files' entry {name!r} is not a file name in the bundle")
             p = self.path / name
             if not p.is_file():
                 raise BundleError(f"{p}: missing (listed in {MANIFEST} 'files')")

@@ -180,6 +180,12 @@ def test_missing_file_names_the_file(bundle_copy: Path) -> None:
         Bundle.load(bundle_copy)
 
 
+def test_files_outside_the_bundle_are_refused(bundle_copy: Path) -> None:
+    _edit_manifest(bundle_copy, lambda m: m["files"].update({"../secret": "0" * 64}))
+    with pytest.raises(BundleError, match=r"'files' entry '\.\./secret' is not a file name in the bundle"):
+        Bundle.load(bundle_copy)
+
+
 def test_missing_manifest_and_bad_version(bundle_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"manifest\.json: missing"):
         Bundle.load(tmp_path)
