@@ -664,7 +664,7 @@ def resolve_bundle_path(value: str | Path) -> Path:
     <source tree>/models, then the working directory."""
     p = Path(value).expanduser()
     candidates = [p] if p.is_absolute() else [
-        Path(sys.prefix) / "share" / PACKAGE / "models" / p,
+        *(d.parent / "models" / p for d in profile_dirs()[1:]),  # <share>/models: pip and colcon installs
         Path(__file__).resolve().parent.parent / "models" / p,
         Path.cwd() / p,
     ]

@@ -84,13 +84,16 @@ def test_installed_package_runs_and_finds_its_share_dir(colcon_install: Path) ->
     site = next(colcon_install.glob("lib/python3*/site-packages"))
     assert (site / PKG / "node.py").is_file()
     env = dict(os.environ, PYTHONPATH=str(site), AMENT_PREFIX_PATH=str(colcon_install))
-    probe = ("import lightwam_ros, lightwam_ros.launch_config as lc; "
-             "print(lightwam_ros.__file__); print(lc.package_share_dir()); print(lc.available_profiles(lc.package_share_dir()))")
+    (colcon_install / "share" / PKG / "models" / "my_bundle").mkdir(exist_ok=True)  # a bundle copied there
+    probe = ("import lightwam_ros, lightwam_ros.launch_config as lc, lightwam_ros.config as c; "
+             "print(lightwam_ros.__file__); print(lc.package_share_dir()); print(lc.available_profiles(lc.package_share_dir())); "
+             "print(c.resolve_bundle_path('my_bundle'))")
     # cwd outside the checkout: `python -c` puts the cwd first on sys.path
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
                          cwd=colcon_install)
     assert out.returncode == 0, out.stderr
-    module_file, share_dir, profiles = out.stdout.strip().splitlines()
+    module_file, share_dir, profiles, bundle = out.stdout.strip().splitlines()
+    assert Path(bundle) == colcon_install / "share" / PKG / "models" / "my_bundle"  # `bundle: my_bundle` resolves
     assert Path(module_file).is_relative_to(site)
     assert Path(share_dir) == colcon_install / "share" / PKG
     assert profiles == str(["aloha_3cam", "demo", "libero_franka"])
