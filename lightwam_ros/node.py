@@ -2,7 +2,7 @@
 the policy's action chunks to a trajectory executor. rclpy wiring only: every decision (sync,
 scheduling, safety, message layout, diagnostics) lives in the pure modules it calls.
 
-Lifecycle (REP-2000 managed node; driven by ``--autostart`` or from outside over the standard
+Lifecycle (a ROS 2 managed node, design.ros2.org "Managed nodes"; driven by ``--autostart`` or from outside over the standard
 lifecycle services, e.g. ``ros2 lifecycle set /lightwam_policy configure``):
 - configure: parameters -> PolicyConfig -> bundle loaded and verified -> config checked against the
   bundle -> PolicyPipeline on the backend/device/dtype -> warm-up; subscriptions, the inference
@@ -56,7 +56,7 @@ from lightwam_ros.diagnostics import Diagnostics, DiagnosticsInput
 from lightwam_ros.images import ImageError, image_to_rgb, time_to_ns
 from lightwam_ros.outputs import action_chunk_msg, debug_canvas, diagnostic_array, forward_command, joint_trajectory
 from lightwam_ros.safety import HoldReason, SafetyFilter, hold_reason
-from lightwam_ros.scheduler import ChunkOutcome, ChunkScheduler, TickStatus
+from lightwam_ros.scheduler import ChunkOutcome, ChunkScheduler
 from lightwam_ros.sync import FrameSync
 from lightwam_ros.types import ActionChunk, FrameSet
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 import signal
 import subprocess
