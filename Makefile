@@ -32,7 +32,7 @@ COLCON_PKGS := \
 	colcon-package-information==0.4.1 colcon-library-path==0.2.1 colcon-output==0.2.15
 
 # rclpy needs HOME (or ROS_LOG_DIR) for its logging; CI may run without one.
-HOME ?= $(CURDIR)/.home
+HOME ?= $(CURDIR)/$(VENV)/home
 export HOME
 
 PYTEST_FLAGS ?= -q --timeout=600
