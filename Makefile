@@ -52,14 +52,15 @@ $(PY):
 $(STAMP): Makefile setup.py setup.cfg package.xml | $(PY)
 	$(PY) -m pip install --upgrade-strategy only-if-needed $(ROS_PKGS) $(PY_PKGS) $(COLCON_PKGS)
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
-	@mkdir -p "$(HOME)"
 	$(PY) -c "import rclpy, torch, onnxruntime, rosbags, cv2, lightwam_ros; print('venv ok: torch', torch.__version__)"
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@mkdir -p "$(HOME)"
 	$(VENV)/bin/lightwam demo
 
 test: $(STAMP)
+	@mkdir -p "$(HOME)"
 	$(PY) -m pytest $(PYTEST_FLAGS) test/
 
 clean-venv:
