@@ -236,8 +236,13 @@ class PolicyNode(LifecycleNode):
                 self._declare_one(d, desc, ignore_override=False)
             except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
                 given = self._parameter_overrides.get(d.name)
-                error = ConfigError(d.name, f"invalid value {given.value if given else '?'!r} "
-                                            f"({d.constraints or d.type_name}): {exc}")
+                value = given.value if given is not None else "?"
+                if isinstance(exc, InvalidParameterTypeException):
+                    why = f"has the wrong type, expected {d.type_name.lower().replace('_', ' ')}"
+                else:
+                    allowed = "; ".join(c for c in d.constraints.split("; ") if not c.startswith("read-only"))
+                    why = f"is outside the allowed range {allowed}"
+                error = ConfigError(d.name, f"{value!r} from the parameter file {why}")
                 self._declare_error = self._declare_error or error
                 self._declare_one(d, desc, ignore_override=True)
 
