@@ -8,7 +8,7 @@ checkpoint:
 - LoRA and adapter up-projections are non-zero (training initialises them to zero), so a backend that
   dropped them or merged them wrongly would change the output;
 - scales keep activations O(1): fan-in scaled weights, norm weights near 1, small biases;
-- tensors are generated and written one at a time, so the full-size bundle (about 1.5 B parameters,
+- tensors are generated and written one at a time, so the full-size bundle (about 1.6 B parameters with the unmerged LoRA,
   bf16) is written on a CPU with a few GB of RAM.
 """
 
