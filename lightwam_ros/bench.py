@@ -95,7 +95,8 @@ class BenchResult:
             f"bundle {s['bundle']}",
             f"backend {s['backend']} ({opts})",
             f"device {s['device_name']}; torch {s['torch']}",
-            f"{self.runs} timed runs after {self.warmup} warm-up; load {self.load_s:.2f} s, warm-up {self.warmup_s:.2f} s",
+            f"{self.runs} timed runs after {self.warmup} warm-up; load {self.load_s:.2f} s, "
+            f"warm-up {self.warmup_s:.2f} s",
             "",
             f"{'stage':<12}{'median ms':>11}{'p90 ms':>10}{'mean ms':>10}{'min ms':>10}{'max ms':>10}",
         ]

@@ -161,7 +161,8 @@ def _shape_dtype(t: TensorSource) -> tuple[tuple[int, ...], torch.dtype]:
     return tuple(int(s) for s in t.shape), t.dtype
 
 
-def write_safetensors(path: Path, tensors: Mapping[str, TensorSource], metadata: Mapping[str, str] | None = None) -> str:
+def write_safetensors(path: Path, tensors: Mapping[str, TensorSource],
+                      metadata: Mapping[str, str] | None = None) -> str:
     """Write a safetensors file tensor by tensor; returns its sha256 (computed while writing).
 
     Same on-disk format as safetensors.torch.save_file (8-byte LE header length, JSON header padded
@@ -240,7 +241,8 @@ class Embodiment:
     layout: Layout
     action_names: tuple[str, ...]
     state_names: tuple[str, ...]
-    normalization: dict  # Normalizer.to_dict(): {"mode": "z-score"|"min/max"|"q01/q99", "action": {stat: [A]}, "state": ...}
+    # Normalizer.to_dict(): {"mode": "z-score"|"min/max"|"q01/q99", "action": {stat: [A]}, "state": {stat: [P]}}
+    normalization: dict
     trained_steps: int  # leading chunk steps that were supervised (num_prefix_steps)
     action_rate_hz: float | None = None  # chunk step rate; None when the training data did not say
     cameras: tuple[str, ...] = field(default=())  # = layout camera order (filled in when empty)
@@ -517,11 +519,13 @@ class Bundle:
             if key not in header:
                 raise BundleError(f"{p}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
 
-    def load_part(self, part: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def load_part(self, part: str, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         sd = load_safetensors(self.path / self.weights[part]["file"], device)
         return {k: v.to(dtype) for k, v in sd.items()} if dtype is not None else sd
 
-    def state_dict(self, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def state_dict(self, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """State dict for LightWAMPolicy (prefixes dit./vae./expert./proprio_encoder.)."""
         out: dict[str, torch.Tensor] = {}
         for part in PARTS:

@@ -240,7 +240,8 @@ def _layout_from_config(cfg: Mapping, path: Path, layout_name: str | None) -> tu
              f"{len(keys)} cameras {list(keys)}, layout {layout_name} tiles {len(layout.cameras)}")
     # Tiling is positional in training (_finalize_video_tensor), so the config's camera keys name the cells.
     if tuple(layout.cameras) != keys:
-        log.info("layout %s: naming cameras %s after config.yaml (was %s)", layout_name, list(keys), list(layout.cameras))
+        log.info("layout %s: naming cameras %s after config.yaml (was %s)", layout_name, list(keys),
+                 list(layout.cameras))
         layout = rename_layout_cameras(layout, keys)
     video_size = _get(cfg, "data.train.video_size", path, None)
     if video_size is not None:
@@ -415,7 +416,8 @@ def map_vae(vae_state: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype, 
 # text contexts
 
 
-def read_text_contexts(cache_dir: Path, instructions: Sequence[str], template: str, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def read_text_contexts(cache_dir: Path, instructions: Sequence[str], template: str,
+                       cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Contexts of the given instructions from the official cache (padding rows zeroed, spec §6)."""
     from lightwam_ros.text import read_official_text_cache
 
@@ -491,7 +493,8 @@ def convert(req: ConvertRequest, backbones: Mapping[str, BackboneSpec] = BACKBON
              "trained steps %d, layout %s", req.config, cfg.dim, cfg.num_layers, cfg.run_layers,
              list(cfg.adapter_layers), cfg.action_dim, cfg.proprio_dim, cfg.horizon, tc.trained_steps, tc.layout.name)
     normalization = read_dataset_stats(req.stats, tc.norm_mode, cfg.action_dim, cfg.proprio_dim, req.config)
-    contexts = read_text_contexts(req.text_cache, req.instructions, DEFAULT_PROMPT_TEMPLATE, cfg) if req.instructions else {}
+    contexts = (read_text_contexts(req.text_cache, req.instructions, DEFAULT_PROMPT_TEMPLATE, cfg)
+                if req.instructions else {})
 
     log.info("loading checkpoint %s (mmap)", req.ckpt)
     ckpt = torch_load_tensors(req.ckpt, "--ckpt")

@@ -8,8 +8,8 @@ checkpoint:
 - LoRA and adapter up-projections are non-zero (training initialises them to zero), so a backend that
   dropped them or merged them wrongly would change the output;
 - scales keep activations O(1): fan-in scaled weights, norm weights near 1, small biases;
-- tensors are generated and written one at a time, so the full-size bundle (about 1.6 B parameters with the unmerged LoRA,
-  bf16) is written on a CPU with a few GB of RAM.
+- tensors are generated and written one at a time, so the full-size bundle (about 1.6 B parameters
+  with the unmerged LoRA, bf16) is written on a CPU with about 1 GB of RAM.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def demo_weights(cfg: ModelConfig, seed: int, dtype: torch.dtype) -> dict[str, d
 def demo_state_dict(size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """The demo weights as a LightWAMPolicy state dict (for tests; the full size needs ~6 GB in float32)."""
     cfg = demo_model_config(size)
-    return {f"{part}.{k}": t.materialize() for part, ts in demo_weights(cfg, seed, dtype).items() for k, t in ts.items()}
+    weights = demo_weights(cfg, seed, dtype)
+    return {f"{part}.{k}": t.materialize() for part, ts in weights.items() for k, t in ts.items()}
 
 
 def demo_contexts(cfg: ModelConfig, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:

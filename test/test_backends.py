@@ -195,7 +195,8 @@ def pipe(tiny_bundle: Path):
 
 def _images(hw=(480, 640), seed=0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {c: rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for c in ("cam_high", "cam_left_wrist", "cam_right_wrist")}
+    cams = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+    return {c: rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for c in cams}
 
 
 def test_pipeline_chunk(pipe: PolicyPipeline) -> None:

@@ -136,7 +136,8 @@ def open_backend(kind: str | BackendKind, bundle: "Bundle", device: torch.device
     try:
         kind = BackendKind(kind)
     except ValueError:
-        raise ValueError(f"backend: unknown backend {kind!r}; expected one of {[k.value for k in BackendKind]}") from None
+        known = [k.value for k in BackendKind]
+        raise ValueError(f"backend: unknown backend {kind!r}; expected one of {known}") from None
     module, cls = _BACKENDS[kind]
     backend_cls = getattr(importlib.import_module(module), cls)
     return backend_cls(bundle, device=device, dtype=dtype, steps=steps, **options)

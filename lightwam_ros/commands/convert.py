@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  model: dim {cfg.dim}, blocks 0..{cfg.run_layers - 1} of {cfg.num_layers}, adapters "
           f"{list(cfg.adapter_layers)}, action_dim {cfg.action_dim}, proprio_dim {cfg.proprio_dim}, "
           f"horizon {cfg.horizon} (trained {emb.trained_steps})")
-    print(f"  layout {emb.layout.name} {emb.layout.canvas_hw[0]}x{emb.layout.canvas_hw[1]}, cameras {list(emb.cameras)}, "
+    h, w = emb.layout.canvas_hw
+    print(f"  layout {emb.layout.name} {h}x{w}, cameras {list(emb.cameras)}, "
           f"normalization {emb.normalization['mode']}")
     print(f"  instructions: {len(bundle.instructions)}")
     for name, digest in bundle.files.items():
