@@ -221,6 +221,7 @@ class Recorded:
     diag_levels: dict[str, int] = field(default_factory=dict)
     diag_messages: dict[str, str] = field(default_factory=dict)
     worst_level: dict[str, int] = field(default_factory=dict)
+    diag_time_ns: int = 0  # monotonic receive time of the latest /diagnostics
 
 
 class Recorder:
@@ -256,6 +257,7 @@ class Recorder:
 
     def _on_diagnostics(self, msg: Any) -> None:
         with self.lock:
+            self.data.diag_time_ns = time.monotonic_ns()
             for s in msg.status:
                 key = s.name.rsplit(": ", 1)[-1]
                 self.data.diagnostics[key] = {kv.key: kv.value for kv in s.values}
@@ -271,6 +273,11 @@ class Recorder:
     def diagnostics(self) -> dict[str, dict[str, str]]:
         with self.lock:
             return {k: dict(v) for k, v in self.data.diagnostics.items()}
+
+    def diagnostics_at(self) -> tuple[int, dict[str, dict[str, str]]]:
+        """(monotonic receive time, values) of the latest /diagnostics."""
+        with self.lock:
+            return self.data.diag_time_ns, {k: dict(v) for k, v in self.data.diagnostics.items()}
 
     def wait_active(self, node: NodeProcess, timeout: float = 180.0) -> float:
         """Seconds until the node reports lifecycle 'active' (raises with the log tail otherwise)."""
