@@ -101,7 +101,7 @@ class DiagnosticsInput:
     device: str
     dtype: str
     expected_latency_ns: int | None = None  # ChunkScheduler.expected_latency_ns
-    keeps_up: bool | None = None  # ChunkScheduler.keeps_up(expected latency, steps, dt)
+    keeps_up: bool | None = None  # ChunkScheduler.keeps_up(expected latency, steps, dt, age, max_inflight)
     state_age_ns: int | None = None  # now - last joint state stamp
     instruction: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # added to the control status values
@@ -176,7 +176,7 @@ class Diagnostics:
             msg += f", total p50 {total['p50']:.1f} ms p99 {total['p99']:.1f} ms"
         level = Level.OK
         if inp.keeps_up is False:
-            level, msg = Level.WARN, msg + "; too slow for a gapless command (2 x latency > chunk)"
+            level, msg = Level.WARN, msg + "; too slow for a gapless command ((1 + 1/max_inflight) x latency > chunk)"
         if d_out[ChunkOutcome.EXPIRED] > 0:
             level, msg = Level.WARN, msg + f"; {d_out[ChunkOutcome.EXPIRED]} chunks expired on arrival"
         inference = status(f"{n}: inference", level, msg, inf_values)
