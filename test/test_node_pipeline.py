@@ -128,7 +128,10 @@ def test_diagnostics_report_every_stage(system) -> None:
     assert set(names) == {f"/lightwam_policy: {k}" for k in ("cameras", "sync", "inference", "control")}
     values = {k: {kv.key: kv.value for kv in s.values} for k, s in names.items()}
     assert names["/lightwam_policy: cameras"].level == b"\x00"
-    assert float(values["/lightwam_policy: cameras"]["cam_high.rate_hz"]) > 20.0  # stand-in publishes at 30 Hz
+    # the stand-in publishes at 30 Hz; each message's rate covers only its own 0.2 s period: average them
+    rates = [float(kv.value) for _, arr in snap.diagnostics[-10:] for st in arr.status
+             if st.name.endswith(": cameras") for kv in st.values if kv.key == "cam_high.rate_hz"]
+    assert 10.0 < np.mean(rates) < 40.0, rates
     inference = values["/lightwam_policy: inference"]
     assert (inference["backend"], inference["device"], inference["dtype"]) == ("torch", "cpu", "float32")
     assert int(inference["chunks.accepted"]) >= 1 and float(inference["total_ms.p50"]) > 0
