@@ -37,6 +37,7 @@ from safetensors import safe_open
 from lightwam_ros.layouts import Layout
 from lightwam_ros.model.config import ModelConfig
 from lightwam_ros.model.normalization import Normalizer
+from lightwam_ros.text import PROMPT_TEMPLATE, prompt_key
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONTEXTS_FILE = "text_contexts.safetensors"
 
-# Prompt template of the official datasets (robot_video_dataset.py DEFAULT_PROMPT); the text cache key
-# is the sha256 of the templated prompt, exactly as scripts/precompute_text_embeds.py names its files.
-DEFAULT_PROMPT_TEMPLATE = (
-    "A video recorded from a robot's point of view executing the following instruction: {task}"
-)
+# The prompt template and the context key (sha256 of the templated prompt, the official cache file
+# name) have one definition, in text.py.
+DEFAULT_PROMPT_TEMPLATE = PROMPT_TEMPLATE
 
 # part (= state_dict prefix of LightWAMPolicy) -> weights file
 PARTS: dict[str, str] = {
@@ -83,8 +82,8 @@ def parse_dtype(name: str, what: str = "dtype") -> torch.dtype:
 
 
 def text_key(instruction: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
-    """Key of an instruction's context: sha256 hex of the UTF-8 templated prompt (official cache name)."""
-    return hashlib.sha256(template.format(task=instruction).encode("utf-8")).hexdigest()
+    """Key of an instruction's context in text_contexts.safetensors (text.prompt_key)."""
+    return prompt_key(instruction, template)
 
 
 def is_lora_key(name: str) -> bool:
