@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ NODE_NAME = cfgmod.NODE_NAME
 INFERENCE_WORKERS = 1  # inference requests the node runs at once (see _scheduler_config)
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
 TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
+JOINT_HISTORY = 4096  # joint states kept to pair a frame set with the state at its observation time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +199,9 @@ class _Runtime:
     state: np.ndarray | None = None  # joints.names order
     measured: np.ndarray | None = None  # output.joint_names order, when the joint state carries them
     state_stamp_ns: int | None = None
+    # recent (stamp_ns, state) in stamp order, for the state at a frame set's observation time;
+    # pruned to the last joints.max_age + sync.max_age (a set older than sync.max_age is never used)
+    state_history: deque = field(default_factory=lambda: deque(maxlen=JOINT_HISTORY))
     joint_index: dict = field(default_factory=dict)  # tuple(msg.name) -> (state idx, measured idx | None)
     instruction: str | None = None  # last received on the topic
     # control state
@@ -523,9 +528,43 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"joint state has NaN/Inf for {bad}; holding", throttle_duration_sec=THROTTLE_S)
             return
         stamp = time_to_ns(msg.header.stamp)
+        stamp = stamp if stamp > 0 else self._now_ns()  # unstamped: arrival time
         rt.state = state
         rt.measured = position[index[1]] if index[1] is not None else None
-        rt.state_stamp_ns = stamp if stamp > 0 else self._now_ns()  # unstamped: arrival time
+        rt.state_stamp_ns = stamp
+        self._remember_state(rt, stamp, state)
+
+    @staticmethod
+    def _remember_state(rt: _Runtime, stamp: int, state: np.ndarray) -> None:
+        history = rt.state_history
+        if history and stamp <= history[-1][0]:
+            if stamp == history[-1][0]:  # duplicate stamp: the newer message wins
+                history.pop()
+            else:  # time ran backwards (sim clock reset, bag loop): the old history means nothing
+                history.clear()
+        history.append((stamp, state))
+        horizon = stamp - rt.config.joints.max_age_ns - rt.config.sync.max_age_ns
+        while len(history) > 1 and history[1][0] <= horizon:  # keep one at or before the horizon
+            history.popleft()
+
+    @staticmethod
+    def _state_at(rt: _Runtime, stamp_ns: int) -> np.ndarray | None:
+        """The joint state paired with an observation at ``stamp_ns``: the latest with stamp <=
+        stamp_ns (training pairs each frame with the state recorded with it, not a later one); if
+        every kept state is newer, the oldest kept one (nearest in time). None if the one chosen is
+        more than joints.max_age away from the observation (a stale pairing holds, as a stale
+        joint state does)."""
+        history = rt.state_history
+        if not history:
+            return None
+        chosen = history[0]
+        for entry in reversed(history):
+            if entry[0] <= stamp_ns:
+                chosen = entry
+                break
+        if abs(stamp_ns - chosen[0]) > rt.config.joints.max_age_ns:
+            return None
+        return chosen[1]
 
     def _on_instruction(self, msg: String) -> None:
         rt = self._rt
@@ -577,7 +616,10 @@ class PolicyNode(LifecycleNode):
         ok, _ = self._instruction_status(rt)
         if not ok:
             return
-        request = dataclasses.replace(frames, state=rt.state.copy(), instruction=self._current_instruction(rt))
+        state = self._state_at(rt, frames.stamp_ns)
+        if state is None:
+            return
+        request = dataclasses.replace(frames, state=state.copy(), instruction=self._current_instruction(rt))
         if rt.worker.submit(request):
             rt.latest_set = None  # one set is used once
             rt.pending_ticket = rt.scheduler.inference_started(now, obs_stamp_ns=frames.stamp_ns)

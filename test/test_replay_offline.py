@@ -67,10 +67,10 @@ def expected_frames(spec: SyntheticBagSpec, set_stamp_ns: int) -> dict[str, np.n
     return out
 
 
-def expected_state(spec: SyntheticBagSpec, request_ns: int) -> np.ndarray:
-    """The newest joint state at the request (messages at a tick's time are delivered before it),
-    in the bundle's (canonical) joint order."""
-    k = (request_ns - spec.start_ns) // JOINT_PERIOD_NS
+def expected_state(spec: SyntheticBagSpec, obs_stamp_ns: int) -> np.ndarray:
+    """The joint state at the frame set's observation time: the latest joint state (stamp = record
+    time) with stamp <= the set's stamp, in the bundle's (canonical) joint order."""
+    k = (obs_stamp_ns - spec.start_ns) // JOINT_PERIOD_NS
     t = k * JOINT_PERIOD_NS / 1e9 if spec.joint_motion.value == "smooth" else 0.0
     return joint_positions(t, len(DEMO_JOINT_NAMES))
 
@@ -95,7 +95,7 @@ def test_every_encoding_storage_and_version_gives_the_reference_chunks(
         frames = expected_frames(spec, req.stamp_ns)
         for cam, img in frames.items():  # the node decoded every encoding to the reference RGB
             assert np.array_equal(req.images[cam], img), f"{encoding}: camera {cam} decoded wrongly"
-        state = expected_state(spec, req.request_ns)
+        state = expected_state(spec, req.stamp_ns)
         np.testing.assert_allclose(req.state, state, rtol=0, atol=1e-12)
         direct = pipeline.predict(frames, state, DEFAULT_INSTRUCTION, req.stamp_ns)
         np.testing.assert_allclose(published[req.stamp_ns].actions, direct.actions[:24], rtol=0, atol=1e-5)
@@ -157,7 +157,7 @@ def test_instruction_change_mid_bag_switches_the_context(tmp_path, tiny_bundle, 
     published = chunk_by_stamp(result)
     for req in after[:2]:
         frames = expected_frames(spec, req.stamp_ns)
-        state = expected_state(spec, req.request_ns)
+        state = expected_state(spec, req.stamp_ns)
         new = pipeline.predict(frames, state, NEW_INSTRUCTION, req.stamp_ns).actions[:24]
         old = pipeline.predict(frames, state, DEFAULT_INSTRUCTION, req.stamp_ns).actions[:24]
         got = published[req.stamp_ns].actions
@@ -177,7 +177,7 @@ def test_joint_state_in_another_order_is_picked_by_name(tmp_path, tiny_bundle):
     for ca, cb in zip(a.chunks, b.chunks):
         np.testing.assert_array_equal(ca.actions, cb.actions)
     for req in b.requests:
-        np.testing.assert_allclose(req.state, expected_state(shuffled, req.request_ns), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(req.state, expected_state(shuffled, req.stamp_ns), rtol=0, atol=1e-12)
     # the open-loop error is scored by name too: identical for both recordings
     assert a.report["open_loop_error"]["mae_per_joint"] == b.report["open_loop_error"]["mae_per_joint"]
 
