@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     sync0, sync1 = diag0.get("sync", {}), diag1.get("sync", {})
     inf, ctl = diag1.get("inference", {}), diag1.get("control", {})
     sets = int(float(sync1.get("sets_emitted", 0))) - int(float(sync0.get("sets_emitted", 0)))
-    chunks = int(float(inf.get("chunks.accepted", 0))) - int(float(diag0.get("inference", {}).get("chunks.accepted", 0)))
+    inf0 = diag0.get("inference", {})
+    chunks = int(float(inf.get("chunks.accepted", 0))) - int(float(inf0.get("chunks.accepted", 0)))
     print(f"node: {sets / a.seconds:.1f} fresh frame sets/s, {chunks / a.seconds:.2f} chunks/s accepted, inference "
           f"total p50 {_num(inf, 'total_ms.p50')} ms p99 {_num(inf, 'total_ms.p99')} ms, hold now "
           f"{ctl.get('hold')}, node tick std/max (its own window) {_num(ctl, 'tick_period_ms.std')}/"

@@ -286,7 +286,8 @@ class Recorder:
         try:
             while time.monotonic() - t0 < timeout:
                 if node.proc.poll() is not None:
-                    raise RuntimeError(f"the node exited ({node.proc.returncode}):\n{node.log_path.read_text()[-3000:]}")
+                    tail = node.log_path.read_text()[-3000:]
+                    raise RuntimeError(f"the node exited ({node.proc.returncode}):\n{tail}")
                 if client.wait_for_service(timeout_sec=0.5):
                     future = client.call_async(self._GetState.Request())
                     end = time.monotonic() + 2.0
