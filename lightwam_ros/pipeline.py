@@ -7,14 +7,25 @@
 Everything the robot must not get wrong on a per-call basis is checked here and reported by name
 (missing camera, wrong state length, NaN state, unknown instruction) as a PolicyInputError or the
 text module's UnknownInstructionError, so the caller can hold the robot and say why.
+
+Concurrency: predict() may run in several threads at once (the node's InferencePool runs up to
+chunk.max_inflight requests). Per-call state stays in locals; the shared caches (instruction
+contexts, recent canvases) are behind a lock; backends are thread-safe (backends/base.py). On CUDA
+each calling thread runs its whole request -- upload, preprocessing, model, download -- on its own
+CUDA stream, so two requests overlap on the GPU instead of queueing on the default stream; the
+final device->host copy synchronises only that stream. ``max_concurrency`` says how many calls
+overlap usefully (1 on the CPU: see PolicyBackend.max_concurrency).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +43,9 @@ log = logging.getLogger(__name__)
 # Used only when neither the bundle nor the caller gives the chunk step rate (official checkpoints do not
 # record it); 50 Hz is the ALOHA/RoboTwin control rate. A warning says so.
 FALLBACK_ACTION_RATE_HZ = 50.0
+# Recent model inputs kept by observation stamp for the debug image (one per request that may be in
+# flight, so the image published with a chunk is that chunk's input even when requests overlap).
+CANVAS_HISTORY = 4
 
 
 class PolicyInputError(ValueError):
@@ -63,8 +77,10 @@ class PolicyPipeline:
         # Per-call host<->device synchronisation after preprocessing, for exact per-stage numbers (bench).
         # Off in the node: the final device->host copy of the chunk synchronises anyway.
         self.sync_stages = sync_stages
+        self._lock = threading.Lock()  # guards the two caches below (predict runs in several threads)
         self._context_cache: dict[str, torch.Tensor] = {}
-        self._last_canvas: torch.Tensor | None = None
+        self._canvases: OrderedDict[int, torch.Tensor] = OrderedDict()  # stamp_ns -> canvas, newest last
+        self._local = threading.local()  # per-thread CUDA stream
 
     @classmethod
     def from_bundle(cls, path: str | Path | Bundle, backend: str | BackendKind = "torch", device: str = "auto",
@@ -98,18 +114,45 @@ class PolicyPipeline:
         return self.backend.device
 
     @property
+    def max_concurrency(self) -> int:
+        """How many predict() calls may usefully overlap (the backend's max_concurrency): the node
+        sizes its inference pool as min(chunk.max_inflight, this)."""
+        return self.backend.max_concurrency
+
+    @property
     def last_canvas(self) -> np.ndarray | None:
-        """The last model input as uint8 HxWx3 RGB (for the debug image topic), or None."""
-        return None if self._last_canvas is None else canvas_to_uint8(self._last_canvas)
+        """The last finished request's model input as uint8 HxWx3 RGB (debug image topic), or None."""
+        with self._lock:
+            canvas = next(reversed(self._canvases.values()), None)
+        return None if canvas is None else canvas_to_uint8(canvas)
+
+    def canvas_for(self, stamp_ns: int) -> np.ndarray | None:
+        """The model input of the request for observation ``stamp_ns`` (uint8 HxWx3 RGB), if it is
+        among the last CANVAS_HISTORY finished ones: with overlapping requests the last canvas may
+        belong to another chunk than the one being published."""
+        with self._lock:
+            canvas = self._canvases.get(int(stamp_ns))
+        return None if canvas is None else canvas_to_uint8(canvas)
+
+    def _remember_canvas(self, stamp_ns: int, canvas: torch.Tensor) -> None:
+        with self._lock:
+            self._canvases.pop(stamp_ns, None)
+            self._canvases[stamp_ns] = canvas
+            while len(self._canvases) > CANVAS_HISTORY:
+                self._canvases.popitem(last=False)
 
     # -- inference ---------------------------------------------------------------------------------
 
     def context_tensor(self, instruction: str) -> torch.Tensor:
         """[1, text_len, text_dim] float32 on the device; UnknownInstructionError lists the known ones."""
-        ctx = self._context_cache.get(instruction)
+        with self._lock:
+            ctx = self._context_cache.get(instruction)
         if ctx is None:
             ctx = self.contexts.get(instruction).to(self.device, torch.float32).unsqueeze(0)
-            self._context_cache[instruction] = ctx
+            if self.device.type == "cuda":  # complete before another thread's stream reads the cached copy
+                torch.cuda.current_stream(self.device).synchronize()
+            with self._lock:
+                ctx = self._context_cache.setdefault(instruction, ctx)
         return ctx
 
     def proprio_tensor(self, state: Any) -> torch.Tensor:
@@ -148,14 +191,30 @@ class PolicyPipeline:
 
     def _sync(self) -> None:
         if self.sync_stages and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()  # this request's stream only
+
+    @contextlib.contextmanager
+    def _thread_stream(self) -> Iterator[None]:
+        """On CUDA: run the block on the calling thread's own stream (created on first use)."""
+        if self.device.type != "cuda":
+            yield
+            return
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))  # weights and caches are ready
+            self._local.stream = stream
+        with torch.cuda.stream(stream):
+            yield
 
     @torch.inference_mode()
     def predict(self, images: Mapping[str, np.ndarray], state: Any, instruction: str, stamp_ns: int = 0) -> ActionChunk:
-        """images: camera -> uint8 HxWx3 RGB (any size); state: robot units in the bundle's state order."""
+        """images: camera -> uint8 HxWx3 RGB (any size); state: robot units in the bundle's state order.
+        Thread-safe (module doc)."""
         t0 = time.perf_counter()
         self.check_images(images)
-        return self._predict(images, state, self.context_tensor(instruction), int(stamp_ns), t0)
+        with self._thread_stream():
+            return self._predict(images, state, self.context_tensor(instruction), int(stamp_ns), t0)
 
     def _predict(self, images: Mapping[str, np.ndarray], state: Any, context: torch.Tensor, stamp_ns: int,
                  t0: float) -> ActionChunk:
@@ -169,7 +228,7 @@ class PolicyPipeline:
         if not np.isfinite(actions).all():
             log.error("policy produced NaN/Inf actions")
         t3 = time.perf_counter()
-        self._last_canvas = canvas
+        self._remember_canvas(stamp_ns, canvas)
         timings = {"preprocess": 1e3 * (t1 - t0), **self.backend.last_timings_ms,
                    "infer": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2), "total": 1e3 * (t3 - t0)}
         return ActionChunk(actions=actions, stamp_ns=stamp_ns, dt_ns=self.dt_ns,
@@ -203,8 +262,9 @@ class PolicyPipeline:
         return total
 
     def close(self) -> None:
-        self._context_cache.clear()
-        self._last_canvas = None
+        with self._lock:
+            self._context_cache.clear()
+            self._canvases.clear()
         self.backend.close()
 
     def __enter__(self) -> "PolicyPipeline":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib
 import logging
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ class BackendKind(str, enum.Enum):
     TORCH = "torch"
     ONNX = "onnx"
 
+
+# Most inference requests that may usefully overlap on one GPU (config chunk.max_inflight allows 1..4).
+MAX_CONCURRENCY = 4
 
 # kind -> (module, class): variants as data; modules are imported only when used.
 _BACKENDS: dict[BackendKind, tuple[str, str]] = {
@@ -78,7 +82,14 @@ class PolicyBackend(ABC):
 
     infer() takes torch tensors (float32, already on `device` when they come from the Preprocessor) and
     returns the normalized chunk as float32 numpy [steps, A]. `last_timings_ms` holds the stages this
-    backend can separate (torch: vae/dit/expert; onnx: policy), measured for the last infer() call.
+    backend can separate (torch: vae/dit/expert; onnx: policy), measured for the last infer() call
+    made by the calling thread.
+
+    Concurrency: infer() may be called from several threads at once (the node runs up to
+    chunk.max_inflight requests); each backend keeps no per-call state outside the calling thread
+    (timings are thread-local, device buffers are per thread or behind a lock). ``max_concurrency``
+    says how many calls can overlap usefully, which is not the same as safely: every backend is safe
+    for any number of threads.
     """
 
     name: str
@@ -87,7 +98,28 @@ class PolicyBackend(ABC):
     io: PolicyIO
 
     def __init__(self) -> None:
-        self.last_timings_ms: dict[str, float] = {}
+        self._local = threading.local()
+
+    @property
+    def last_timings_ms(self) -> dict[str, float]:
+        """Stage timings of the calling thread's last infer() (thread-local: concurrent calls never
+        see each other's numbers)."""
+        return getattr(self._local, "timings_ms", {})
+
+    @last_timings_ms.setter
+    def last_timings_ms(self, timings: dict[str, float]) -> None:
+        self._local.timings_ms = timings
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many infer() calls may usefully run at once (1..MAX_CONCURRENCY).
+
+        1 on the CPU: the intra-op thread pool already uses every core for one call, so a second call
+        only competes for the same cores and both take about twice as long -- the overlap adds latency
+        without adding throughput. On a GPU, batch-1 inference is launch-bound and leaves the device
+        mostly idle, so requests on separate streams overlap (MAX_CONCURRENCY); backends that replay
+        one set of static buffers (CUDA graphs) lower this to 1."""
+        return MAX_CONCURRENCY if self.device.type == "cuda" else 1
 
     @abstractmethod
     def infer(self, canvas: torch.Tensor, proprio: torch.Tensor, context: torch.Tensor) -> np.ndarray:

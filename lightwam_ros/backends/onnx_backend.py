@@ -5,13 +5,21 @@ on a GPU device, CPU alone on the CPU. On the GPU the inputs never leave the dev
 Preprocessor built on the GPU is copied into static device buffers that are bound once to the session
 (IO binding by torch data_ptr), and the output is bound to a static device tensor. Static addresses are
 also what TensorRT engines and ORT CUDA graphs need. On the CPU, numpy arrays go through session.run.
+
+Concurrency: InferenceSession.run / run_with_iobinding are thread-safe, but an IoBinding and its
+bound buffers are per call, so each calling thread gets its own binding + buffers (created on its
+first call, keyed by thread id, all released by close()). Whether two runs really overlap on the GPU
+is up to ONNX Runtime (the CUDA EP may serialize them on the session's compute stream); the host
+side (copies, launches, synchronisation) still overlaps.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +78,15 @@ def select_providers(device: torch.device, dtype: torch.dtype, onnx_sha256: str,
     return out
 
 
+@dataclass(frozen=True)
+class _Binding:
+    """One thread's IO binding and the static device buffers bound to it."""
+
+    binding: Any  # onnxruntime.IOBinding
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    output: torch.Tensor
+
+
 class OnnxBackend(PolicyBackend):
     """The bundle's ONNX export for `dtype` in ONNX Runtime.
 
@@ -113,33 +130,47 @@ class OnnxBackend(PolicyBackend):
         if tuple(names) != INPUT_NAMES:
             raise ValueError(f"{path}: graph inputs {names}, expected {list(INPUT_NAMES)}")
         self._gpu = self.device.type == "cuda"
+        self._bindings: dict[int, _Binding] = {}  # thread id -> that thread's binding (module doc)
+        self._bindings_lock = threading.Lock()
         if self._gpu:
-            self._bind_static_buffers()
+            self._thread_binding()  # the constructing thread's (warm-up) binding, allocated now
 
-    def _bind_static_buffers(self) -> None:
+    def _thread_binding(self) -> _Binding:
+        """The calling thread's binding; a thread id reused after its thread ended reuses the binding,
+        which is safe because the old thread can no longer use it."""
+        tid = threading.get_ident()
+        with self._bindings_lock:
+            b = self._bindings.get(tid)
+            if b is not None:
+                return b
         io = self.io
         dev_id = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        self._in = (torch.zeros((1, 3, *io.canvas_hw), device=self.device),
-                    torch.zeros((1, io.proprio_dim), device=self.device),
-                    torch.zeros((1, io.text_len, io.text_dim), device=self.device))
-        self._out = torch.zeros((1, self.graph_steps, io.action_dim), device=self.device)
-        self._binding = self.session.io_binding()
-        for name, t in zip(INPUT_NAMES, self._in):
-            self._binding.bind_input(name, "cuda", dev_id, np.float32, tuple(t.shape), t.data_ptr())
-        self._binding.bind_output(OUTPUT_NAME, "cuda", dev_id, np.float32, tuple(self._out.shape),
-                                  self._out.data_ptr())
+        inputs = (torch.zeros((1, 3, *io.canvas_hw), device=self.device),
+                  torch.zeros((1, io.proprio_dim), device=self.device),
+                  torch.zeros((1, io.text_len, io.text_dim), device=self.device))
+        output = torch.zeros((1, self.graph_steps, io.action_dim), device=self.device)
+        torch.cuda.current_stream(self.device).synchronize()  # zero-fills done before ORT ever reads them
+        binding = self.session.io_binding()
+        for name, t in zip(INPUT_NAMES, inputs):
+            binding.bind_input(name, "cuda", dev_id, np.float32, tuple(t.shape), t.data_ptr())
+        binding.bind_output(OUTPUT_NAME, "cuda", dev_id, np.float32, tuple(output.shape), output.data_ptr())
+        b = _Binding(binding, inputs, output)
+        with self._bindings_lock:
+            self._bindings[tid] = b
+        return b
 
     def infer(self, canvas: torch.Tensor, proprio: torch.Tensor, context: torch.Tensor) -> np.ndarray:
         self.io.check(canvas, proprio, context)
         t0 = time.perf_counter()
         if self._gpu:
-            for dst, src in zip(self._in, (canvas, proprio, context)):
+            b = self._thread_binding()
+            for dst, src in zip(b.inputs, (canvas, proprio, context)):
                 dst.copy_(src, non_blocking=True)  # any device/dtype -> the bound float32 buffer
             # ORT runs on its own stream: the copies must be complete before it reads the buffers.
-            # run_with_iobinding synchronises ORT's stream before returning, so _out is ready after it.
+            # run_with_iobinding synchronises ORT's stream before returning, so the output is ready after it.
             torch.cuda.current_stream(self.device).synchronize()
-            self.session.run_with_iobinding(self._binding)
-            out = self._out[0, : self.io.steps].to("cpu").numpy()
+            self.session.run_with_iobinding(b.binding)
+            out = b.output[0, : self.io.steps].to("cpu").numpy()
         else:
             feeds = {n: t.detach().to("cpu", torch.float32).contiguous().numpy()
                      for n, t in zip(INPUT_NAMES, (canvas, proprio, context))}
@@ -149,8 +180,8 @@ class OnnxBackend(PolicyBackend):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
-        self._binding = None
-        self._in = self._out = None  # type: ignore[assignment]
+        with self._bindings_lock:
+            self._bindings.clear()
         if self._gpu:
             torch.cuda.empty_cache()
 

@@ -8,11 +8,19 @@
   once on static input/output buffers and replayed; each call only copies the three inputs in and the
   chunk out. Capture needs a warm-up on a side stream (lazy cuBLAS/cuDNN init must not happen inside
   the capture) and is only attempted on CUDA. If capture fails the backend says so and runs eagerly.
+- Concurrency: eager infer() is re-entrant (inference mode, no module state written after loading;
+  on CUDA each calling thread runs on its own current stream, see PolicyPipeline). The captured
+  graph owns ONE set of static buffers, and a torch.compile'd function may recompile on a new
+  thread (compilation is not thread-safe), so graph replays and compiled calls are serialized by a
+  lock and max_concurrency is 1 for them. Per-worker graphs would need one capture (and one
+  activation memory pool) per worker: not worth it while overlap needs eager mode anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -113,6 +121,14 @@ class TorchBackend(PolicyBackend):
         # (graph, static inputs, static output) once captured
         self._graph: tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor] | None = None
         self._cuda = self.device.type == "cuda"
+        self._serial = threading.Lock()  # one graph replay / compiled call at a time (module doc)
+
+    @property
+    def max_concurrency(self) -> int:
+        """1 with CUDA graphs or torch.compile (serialized, see the module doc), else the base rule."""
+        if self.cuda_graphs or self.compile:
+            return 1
+        return super().max_concurrency
 
     # -- one pass ----------------------------------------------------------------------------------
 
@@ -149,9 +165,11 @@ class TorchBackend(PolicyBackend):
         self.io.check(canvas, proprio, context)
         canvas, proprio, context = (t.to(self.device, non_blocking=True) for t in (canvas, proprio, context))
         if self._graph is not None:
-            return self._replay(canvas, proprio, context)
-        out = self._forward_timed(canvas, proprio, context)
-        return out[0].to("cpu").numpy()
+            with self._serial:
+                return self._replay(canvas, proprio, context)
+        with self._serial if self.compile else contextlib.nullcontext():
+            out = self._forward_timed(canvas, proprio, context)
+            return out[0].to("cpu").numpy()
 
     def _replay(self, canvas: torch.Tensor, proprio: torch.Tensor, context: torch.Tensor) -> np.ndarray:
         graph, static_in, static_out = self._graph
@@ -161,7 +179,7 @@ class TorchBackend(PolicyBackend):
         start.record()
         graph.replay()
         end.record()
-        out = static_out.to("cpu")  # synchronises
+        out = static_out.to("cpu")  # synchronises: the buffers are free for the next replay (lock held)
         self.last_timings_ms = {"policy": start.elapsed_time(end)}  # one graph: no stage boundaries
         return out[0].numpy()
 
