@@ -129,6 +129,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               range=(0.0, 1000.0), positive=True),
     ParamSpec("dry_run", _B, False, "compute and publish ~/action_chunk but command nothing",
               runtime=True),
+    ParamSpec("control.realtime_priority", _I, 0, "SCHED_FIFO priority of the control (executor) "
+              "thread, 1..99 (0 = off); needs rtprio (limits.conf) or CAP_SYS_NICE", range=(0, 99)),
+    ParamSpec("control.switch_interval", _D, 0.0, "python GIL switch interval [s] (sys.setswitchinterval; "
+              "0 = leave python's default): a short one lets the control thread in sooner while inference "
+              "threads run", range=(0.0, 0.1)),
     ParamSpec("cameras.names", _SA, None, "bundle layout camera names, in order", required=True),
     ParamSpec("cameras.topics", _SA, None, "image topic per camera (same length as cameras.names)",
               required=True),
@@ -416,6 +421,20 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class RealtimeConfig:
+    """control.realtime_priority / control.switch_interval (lightwam_ros.realtime applies them)."""
+
+    priority: int = 0  # SCHED_FIFO priority of the executor thread, 0 = off
+    switch_interval_s: float = 0.0  # 0 = leave python's default
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.priority <= 99:
+            raise ConfigError("control.realtime_priority", f"must be in [0, 99], got {self.priority}")
+        if not 0.0 <= self.switch_interval_s <= 0.1:
+            raise ConfigError("control.switch_interval", f"must be in [0, 0.1] s, got {self.switch_interval_s}")
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """The whole node configuration. ``params`` keeps the flat, type-checked parameter values it was
     built from (unset parameters at their defaults) so runtime updates can be re-validated as a whole."""
@@ -437,6 +456,7 @@ class PolicyConfig:
     diagnostics_rate_hz: float
     text: TextConfig
     params: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    realtime: RealtimeConfig = RealtimeConfig()
 
     def __post_init__(self) -> None:
         if not self.bundle:
@@ -550,6 +570,7 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
         text=TextConfig(TextEncoder(p["text.encoder"]), p["text.device"], p["text.wan_dir"],
                         p["text.cache_dir"]),
         params=MappingProxyType(p),
+        realtime=RealtimeConfig(p["control.realtime_priority"], p["control.switch_interval"]),
     )
 
 

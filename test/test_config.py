@@ -67,12 +67,24 @@ def test_table_matches_brief(name, type_name, default):
 
 
 def test_only_documented_extra_parameter():
-    assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin", "chunk.max_inflight"}
+    assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin", "chunk.max_inflight",
+                                                            "control.realtime_priority", "control.switch_interval"}
 
 
 def test_max_inflight_parameter():
     spec = C.SPECS["chunk.max_inflight"]
     assert spec.type.name == "INTEGER" and spec.default == 2 and spec.range == (1, 4) and not spec.runtime
+
+
+def test_realtime_parameters():
+    assert cfg().realtime == C.RealtimeConfig(priority=0, switch_interval_s=0.0)
+    assert cfg(**{"control.realtime_priority": 80, "control.switch_interval": 0.001}).realtime == \
+        C.RealtimeConfig(80, 0.001)
+    for name in ("control.realtime_priority", "control.switch_interval"):
+        assert not C.SPECS[name].runtime
+    raises("control.realtime_priority", cfg, **{"control.realtime_priority": 100})
+    raises("control.switch_interval", cfg, **{"control.switch_interval": 0.5})
+    raises("control.switch_interval", cfg, **{"control.switch_interval": -0.001})
 
 
 def test_declarations_are_rclpy_ready():
