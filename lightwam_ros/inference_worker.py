@@ -17,12 +17,16 @@ threads do overlap.
 
 A slot is taken at ``submit`` and given back the moment its predict returns or raises (the result
 waits in the finished list until polled); an exception becomes an error result and the thread
-lives on. Interface: a superset of the node's former single-slot InferenceWorker (busy, submit,
+lives on. Workers always run with normal scheduling: a thread inherits SCHED_FIFO from the thread
+that creates it (the node configures on its executor thread, which realtime.py may have made
+SCHED_FIFO), and a real-time compute thread would keep the control tick of the same priority off
+its core until the inference ends. Interface: a superset of the node's former single-slot InferenceWorker (busy, submit,
 poll, close), with the ticket passed to submit and a list returned by poll.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -134,7 +138,14 @@ class InferencePool:
         self._finished.append(PoolResult(ticket, request, chunk, error, time.monotonic_ns()))
         self._occupied -= 1
 
+    @staticmethod
+    def _normal_scheduling() -> None:
+        """Drop an inherited real-time policy (lowering it needs no privilege); see the module doc."""
+        if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
     def _run(self) -> None:
+        self._normal_scheduling()
         while True:
             with self._cond:
                 while not self._queue and not self._stop:

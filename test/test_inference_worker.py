@@ -142,6 +142,43 @@ def test_close_timeout_returns_false_for_a_stuck_request() -> None:
     assert pool.close(timeout=5.0) is True
 
 
+def _can_fifo() -> bool:
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (AttributeError, OSError):
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+@pytest.mark.skipif(not _can_fifo(), reason="this process may not use SCHED_FIFO (not root, no rtprio)")
+def test_workers_drop_a_real_time_policy_inherited_from_their_creator() -> None:
+    """A pool built on a SCHED_FIFO thread (the node's executor after apply_realtime) computes with
+    normal scheduling."""
+    import os
+
+    from lightwam_ros.realtime import apply_realtime
+
+    seen: dict[str, object] = {}
+
+    def rt_thread() -> None:
+        try:
+            assert "SCHED_FIFO" in apply_realtime(3, None)
+            with InferencePool(lambda _: os.sched_getscheduler(0), workers=2) as pool:
+                assert pool.submit(1, None) and pool.submit(2, None)
+                seen["policies"] = [r.chunk for r in _wait_results(pool, 2)]
+            seen["creator"] = os.sched_getscheduler(0)
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    t = threading.Thread(target=rt_thread)
+    t.start()
+    t.join(10)
+    assert seen == {"policies": [os.SCHED_OTHER] * 2, "creator": os.SCHED_FIFO}
+
+
 # -- PolicyPipeline.predict from several threads ---------------------------------------------------
 
 @pytest.fixture(scope="module")
