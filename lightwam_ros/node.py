@@ -15,10 +15,15 @@ lifecycle services, e.g. ``ros2 lifecycle set /lightwam_policy configure``):
 
 Threads: callbacks (images, joint state, instruction, control timer, services, parameters) run on
 ONE SingleThreadedExecutor thread, so the scheduler, sync and safety state have a single owner and
-need no locks. Model inference runs in one plain worker thread (InferenceWorker) and meets the
-executor only at a locked request/result handoff. Why not an executor callback or a
+need no locks. Model inference runs in plain worker threads (inference_worker.InferencePool:
+min(chunk.max_inflight, the backend's max_concurrency) of them, so requests overlap where the
+backend gains from it -- CUDA eager / ONNX CUDA -- and run one at a time on the CPU, with CUDA graphs
+and torch.compile) and meets the executor only at a locked request/result handoff; each finished
+chunk is merged as if it arrived when its worker finished. Why not an executor callback or a
 MultiThreadedExecutor: inference takes longer than a control period and a multi-threaded executor
-made the 50 Hz timer jitter worse (ros2-notes §3).
+made the 50 Hz timer jitter worse (ros2-notes §3). With control.realtime_priority the executor
+thread makes itself SCHED_FIFO at its first control tick (realtime.py), after the workers exist, so
+they keep normal scheduling.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -55,88 +59,17 @@ from lightwam_ros import config as cfgmod
 from lightwam_ros.config import ConfigError, OutputMode, PolicyConfig
 from lightwam_ros.diagnostics import Diagnostics, DiagnosticsInput
 from lightwam_ros.images import ImageError, image_to_rgb, time_to_ns
+from lightwam_ros.inference_worker import InferencePool, PoolResult
 from lightwam_ros.outputs import action_chunk_msg, debug_canvas, diagnostic_array, forward_command, joint_trajectory
 from lightwam_ros.safety import HoldReason, SafetyFilter, hold_reason
 from lightwam_ros.scheduler import ChunkOutcome, ChunkScheduler
 from lightwam_ros.sync import FrameSync
-from lightwam_ros.types import ActionChunk, FrameSet
+from lightwam_ros.types import FrameSet
 
 NODE_NAME = cfgmod.NODE_NAME
-INFERENCE_WORKERS = 1  # inference requests the node runs at once (see _scheduler_config)
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
 TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
 JOINT_HISTORY = 4096  # joint states kept to pair a frame set with the state at its observation time
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference worker: one plain thread, a one-slot request/result handoff
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class InferenceResult:
-    """What the worker hands back for one request: a chunk, or the error that prevented it."""
-
-    frames: FrameSet
-    chunk: ActionChunk | None
-    error: str | None = None
-
-
-class InferenceWorker:
-    """Runs ``predict(frames) -> ActionChunk`` for one request at a time in its own thread.
-
-    ``submit`` never blocks (False while busy); ``poll`` returns the finished result once. The
-    control loop therefore never waits on the model, and a slow model only delays chunks.
-    """
-
-    def __init__(self, predict, name: str = "lightwam-inference"):
-        self._predict = predict
-        self._cond = threading.Condition()
-        self._request: FrameSet | None = None
-        self._result: InferenceResult | None = None
-        self._busy = False
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        with self._cond:
-            return self._busy or self._result is not None
-
-    def submit(self, frames: FrameSet) -> bool:
-        with self._cond:
-            if self._busy or self._result is not None or self._stop:
-                return False
-            self._request, self._busy = frames, True
-            self._cond.notify_all()
-            return True
-
-    def poll(self) -> InferenceResult | None:
-        with self._cond:
-            result, self._result = self._result, None
-            return result
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop after the inference in progress (if any) finishes."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._request is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                frames, self._request = self._request, None
-            try:
-                result = InferenceResult(frames, self._predict(frames))
-            except Exception as exc:  # noqa: BLE001 - reported to the node, which holds the robot
-                result = InferenceResult(frames, None, f"{type(exc).__name__}: {exc}")
-            with self._cond:
-                self._result, self._busy = result, False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,11 +86,16 @@ def _descriptor(d: cfgmod.Declaration) -> ParameterDescriptor:
     return desc
 
 
-def _scheduler_config(chunk: cfgmod.ChunkConfig) -> cfgmod.ChunkConfig:
-    """The scheduler paces requests for the inferences that can really run at once. The node runs
-    INFERENCE_WORKERS (one worker thread): the pipeline is not re-entrant (CUDA graphs and ONNX IO
-    binding use static buffers), so chunk.max_inflight above that cannot overlap anything."""
-    return dataclasses.replace(chunk, max_inflight=min(chunk.max_inflight, INFERENCE_WORKERS))
+def _scheduler_config(chunk: cfgmod.ChunkConfig, workers: int) -> cfgmod.ChunkConfig:
+    """The scheduler paces requests for the inferences that can really run at once: the node's
+    worker count (chunk.max_inflight capped by the backend's max_concurrency at configure)."""
+    return dataclasses.replace(chunk, max_inflight=workers)
+
+
+def inference_workers(max_inflight: int, max_concurrency: int) -> int:
+    """Worker threads the node runs: chunk.max_inflight, capped by how many predict() calls the
+    backend overlaps usefully (1 on the CPU, with CUDA graphs and torch.compile)."""
+    return max(1, min(int(max_inflight), int(max_concurrency)))
 
 
 def _plain(value: Any) -> Any:
@@ -183,8 +121,8 @@ class _Runtime:
     scheduler: ChunkScheduler
     safety: SafetyFilter
     diagnostics: Diagnostics
-    worker: InferenceWorker
-    pending_ticket: int | None = None  # scheduler ticket of the request the worker is running
+    worker: InferencePool  # or a stand-in with its interface (offline replay: SimulatedInference)
+    workers: int = 1  # inference requests that run at once (the scheduler's max_inflight)
     subscriptions: list = field(default_factory=list)
     publishers: list = field(default_factory=list)
     timers: list = field(default_factory=list)
@@ -216,6 +154,8 @@ class _Runtime:
     last_tick_wall_ns: int | None = None
     chunks_published: int = 0
     trajectories_published: int = 0
+    realtime_done: bool = False  # control.realtime_priority / switch_interval applied (first tick)
+    last_tick_now: int | None = None  # node-clock time of the previous control tick
 
 
 class PolicyNode(LifecycleNode):
@@ -286,7 +226,7 @@ class PolicyNode(LifecycleNode):
     def _apply_config(self, rt: _Runtime, new: PolicyConfig) -> None:
         rt.config = new
         rt.sync.reconfigure(new.sync)
-        rt.scheduler.reconfigure(_scheduler_config(new.chunk))
+        rt.scheduler.reconfigure(_scheduler_config(new.chunk, min(new.chunk.max_inflight, rt.workers)))
         rt.safety.reconfigure(new.safety)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -322,12 +262,12 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         rt = self._rt
         ret = super().on_activate(state)  # enables the lifecycle publishers
-        if rt.worker.poll() is not None:  # a result computed before activation is stale
-            rt.scheduler.inference_failed(rt.pending_ticket)
-            rt.pending_ticket = None
-        rt.scheduler.reset()  # a request still running becomes void: its chunk is never merged
+        for result in rt.worker.poll():  # results computed before activation are stale
+            rt.scheduler.inference_failed(result.ticket)
+        rt.scheduler.reset()  # requests still running become void: their chunks are never merged
         rt.safety.reset()  # the robot may have moved while inactive: start from the measured position
         rt.active, rt.paused, rt.following = True, False, False
+        rt.last_tick_now = None
         rt.control_timer = self.create_timer(1.0 / rt.config.control_rate_hz, self._on_control_tick)
         self.get_logger().info(f"active: control at {rt.config.control_rate_hz:g} Hz")
         return ret
@@ -390,11 +330,13 @@ class PolicyNode(LifecycleNode):
             text_encoder = self._text_encoder(cfg, pipeline)
             warm_ms = pipeline.warmup(runs=1)
             self.get_logger().info(f"warm-up: {warm_ms:.1f} ms per inference")
-            if cfg.chunk.max_inflight > INFERENCE_WORKERS:
+            workers = inference_workers(cfg.chunk.max_inflight, pipeline.max_concurrency)
+            if cfg.chunk.max_inflight > workers:
                 self.get_logger().warning(
-                    f"chunk.max_inflight {cfg.chunk.max_inflight}: this node runs {INFERENCE_WORKERS} inference "
-                    "at a time (one worker thread; the backends are not re-entrant), requests do not overlap")
-            rt = self._wire(cfg, info, pipeline, text_encoder)
+                    f"chunk.max_inflight {cfg.chunk.max_inflight}: backend {pipeline.backend.name} on {pipeline.device} "
+                    f"overlaps at most {pipeline.max_concurrency} inference(s) usefully; running {workers} "
+                    f"inference worker(s), so at most {workers} request(s) in flight")
+            rt = self._wire(cfg, info, pipeline, text_encoder, workers)
             if warm_ms == warm_ms and warm_ms > 0:  # not NaN: pace the first requests from the warm-up
                 rt.scheduler.prime(int(warm_ms * 1e6), cfg.chunk.steps_limit(info.trained_steps), pipeline.dt_ns)
             return rt
@@ -411,15 +353,16 @@ class PolicyNode(LifecycleNode):
         return OnlineTextEncoder(pipeline.contexts, OnlineEncoderConfig(
             wan_dir=cfg.text.wan_dir, device=cfg.text.device, cache_dir=cfg.text.cache_dir))
 
-    def _wire(self, cfg: PolicyConfig, info: cfgmod.BundleInfo, pipeline: Any, text_encoder: Any) -> _Runtime:
+    def _wire(self, cfg: PolicyConfig, info: cfgmod.BundleInfo, pipeline: Any, text_encoder: Any,
+              workers: int = 1) -> _Runtime:
         now = self._now_ns()
-        worker = InferenceWorker(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns))
+        worker = InferencePool(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns), workers)
         rt = _Runtime(config=cfg, bundle_info=info, pipeline=pipeline, text_encoder=text_encoder,
                       sync=FrameSync(cfg.cameras.names, cfg.sync, now),
-                      scheduler=ChunkScheduler(_scheduler_config(cfg.chunk)),
+                      scheduler=ChunkScheduler(_scheduler_config(cfg.chunk, workers)),
                       safety=SafetyFilter(cfg.safety, cfg.output.joint_names),
                       diagnostics=Diagnostics(self.get_fully_qualified_name(), cfg.cameras.names, now),
-                      worker=worker)
+                      worker=worker, workers=workers)
         try:
             camera_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
                                     depth=cfg.sync.queue_size, durability=DurabilityPolicy.VOLATILE)
@@ -481,6 +424,10 @@ class PolicyNode(LifecycleNode):
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
+
+    def _mono_ns(self) -> int:
+        """The clock the inference pool stamps finish times with (offline replay: the bag clock)."""
+        return time.monotonic_ns()
 
     def _on_image(self, msg: Image, camera: str, topic: str) -> None:
         rt = self._rt
@@ -605,7 +552,7 @@ class PolicyNode(LifecycleNode):
     # -- inference requests ------------------------------------------------------------------------
 
     def _maybe_request_inference(self, rt: _Runtime, now: int) -> None:
-        """Hand the newest fresh frame set to the worker when the scheduler needs the next chunk."""
+        """Hand the newest fresh frame set to a free worker when the scheduler needs the next chunk."""
         if not rt.active or rt.paused or rt.latest_set is None or rt.worker.busy:
             return
         frames = rt.latest_set
@@ -620,16 +567,31 @@ class PolicyNode(LifecycleNode):
         if state is None:
             return
         request = dataclasses.replace(frames, state=state.copy(), instruction=self._current_instruction(rt))
-        if rt.worker.submit(request):
+        ticket = rt.scheduler.inference_started(now, obs_stamp_ns=frames.stamp_ns)
+        if rt.worker.submit(ticket, request):
             rt.latest_set = None  # one set is used once
-            rt.pending_ticket = rt.scheduler.inference_started(now, obs_stamp_ns=frames.stamp_ns)
+        else:  # no free slot after all: the ticket must not stay in flight
+            rt.scheduler.inference_failed(ticket)
 
     def _collect_result(self, rt: _Runtime, now: int) -> bool:
-        """Merge a finished chunk into the plan; True when the plan changed (re-send trajectory)."""
-        result = rt.worker.poll()
-        if result is None:
+        """Merge every finished chunk into the plan, in finish order, each at the node-clock time its
+        worker finished (the pool's monotonic finish time mapped onto the node clock, clamped to the
+        interval since the previous tick): a chunk that finished mid-period is planned from when it
+        was ready, not from when the tick collected it. True when the plan changed (re-send trajectory)."""
+        results = rt.worker.poll()
+        if not results:
             return False
-        ticket, rt.pending_ticket = rt.pending_ticket, None
+        mono = self._mono_ns()
+        lo = rt.last_tick_now if rt.last_tick_now is not None else now
+        changed = False
+        for result in results:
+            arrival = min(now, max(lo, now - (mono - result.finished_monotonic_ns)))
+            changed = self._merge_result(rt, result, arrival) or changed
+        return changed
+
+    def _merge_result(self, rt: _Runtime, result: PoolResult, now: int) -> bool:
+        """Merge one finished request at node-clock time ``now``; True when the plan changed."""
+        ticket = result.ticket
         if result.chunk is None:
             rt.scheduler.inference_failed(ticket)
             rt.last_error = result.error or "inference failed"
@@ -649,7 +611,7 @@ class PolicyNode(LifecycleNode):
             return False
         outcome = rt.scheduler.on_chunk(chunk, now, ticket)
         rt.diagnostics.record_chunk(outcome, chunk.timings_ms)
-        if outcome is ChunkOutcome.VOID:  # requested before a pause/activation: never used
+        if outcome is ChunkOutcome.VOID:  # requested before a resume/activation: never used
             return False
         if outcome is not ChunkOutcome.ACCEPTED:
             self.get_logger().warning(f"chunk {outcome.value} (observation {(now - chunk.stamp_ns) / 1e6:.0f} ms old)",
@@ -668,6 +630,8 @@ class PolicyNode(LifecycleNode):
             del rt.tick_period_ns[:-TICK_WINDOW]
         rt.last_tick_wall_ns = wall
         rt.ticks += 1
+        if not rt.realtime_done:
+            self._apply_realtime(rt)
         now = self._now_ns()
         new_plan = self._collect_result(rt, now)
         tick = rt.scheduler.tick(now)
@@ -690,6 +654,20 @@ class PolicyNode(LifecycleNode):
                 rt.safety.hold(reason, self._measured(rt, tick.action))  # counts the hold
         rt.following = reason is None
         self._maybe_request_inference(rt, now)
+        rt.last_tick_now = now
+
+    def _apply_realtime(self, rt: _Runtime) -> None:
+        """control.realtime_priority / switch_interval, once per configured runtime, from the control
+        tick: it runs on the executor thread, the one to promote (realtime.py), and after the pool's
+        threads exist, so they do not inherit SCHED_FIFO."""
+        rt.realtime_done = True
+        rc = rt.config.realtime
+        if not (rc.priority or rc.switch_interval_s):
+            return
+        from lightwam_ros.realtime import apply_realtime
+
+        msg = apply_realtime(rc.priority, rc.switch_interval_s or None)
+        (self.get_logger().warning if msg.startswith("warning:") else self.get_logger().info)(msg)
 
     def _measured(self, rt: _Runtime, fallback: np.ndarray | None) -> np.ndarray | None:
         """Measured positions in action order; when the action dims are not joints of the joint
@@ -730,7 +708,9 @@ class PolicyNode(LifecycleNode):
         rate = rt.config.canvas_rate_hz
         if rate <= 0 or now - rt.last_canvas_ns < 1e9 / rate or rt.canvas_pub.get_subscription_count() == 0:
             return
-        canvas = rt.pipeline.last_canvas
+        canvas = rt.pipeline.canvas_for(stamp_ns)  # with overlapping requests: this chunk's own input
+        if canvas is None:
+            canvas = rt.pipeline.last_canvas
         if canvas is not None:
             rt.canvas_pub.publish(debug_canvas(canvas, stamp_ns, "lightwam_canvas"))
             rt.last_canvas_ns = now

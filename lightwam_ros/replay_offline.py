@@ -10,13 +10,17 @@ only these:
 
 - the clock: ``_now_ns`` returns the bag clock (the record time of the message being delivered, or
   the tick time), so staleness and liveness decisions are those the node would make live;
-- the inference worker: ``SimulatedInference`` has the node worker's interface (submit / poll /
-  busy) but runs the model synchronously at the request and releases the chunk ``latency`` later
-  on the bag clock. Latency model (deterministic by design): a fixed latency, default 0
-  ("instantaneous": the chunk is merged at the first control tick after the request, as the
-  node's control loop collects results only at ticks). A measured wall-clock latency would make
-  the output depend on the machine; give --latency the value `lightwam bench` measured on the
-  robot's GPU to see how a real latency changes which frame sets are used;
+- the inference worker: ``SimulatedInference`` has the node's InferencePool interface (submit /
+  poll / busy / close, with the same worker count) but runs the model synchronously at the request
+  and releases the chunk ``latency`` later on the bag clock; the node's monotonic clock
+  (``_mono_ns``) is the bag clock too, so a chunk is merged at exactly request + latency, as the
+  node merges a chunk at its worker's finish time. Latency model (deterministic by design): a
+  fixed latency, default 0 ("instantaneous": the chunk is collected at the first control tick
+  after the request). A measured wall-clock latency would make the output depend on the machine;
+  give --latency the value `lightwam bench` measured on the robot's GPU to see how a real latency
+  changes which frame sets are used;
+- real-time scheduling: control.realtime_priority is forced to 0 (the ticks run on the replay's
+  main thread, which must not become SCHED_FIFO);
 - the publishers: they serialize into the output bag at the bag-clock time instead of DDS.
 
 A DDS participant exists (rclpy needs one for a node) but no data is sent or received: the
@@ -25,6 +29,7 @@ executor is never spun.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -41,6 +46,7 @@ from lightwam_ros.replay import (
     input_stream, msgtype_of,
 )
 from lightwam_ros.bags import BagReader
+from lightwam_ros.inference_worker import PoolResult
 from lightwam_ros.replay_metrics import percentiles
 from lightwam_ros.sync import DropReason
 from lightwam_ros.types import ActionChunk, FrameSet
@@ -83,24 +89,29 @@ class TickRecord:
 
 
 class SimulatedInference:
-    """Drop-in for node.InferenceWorker on a simulated clock (see the module doc)."""
+    """Drop-in for inference_worker.InferencePool on a simulated clock (see the module doc):
+    ``workers`` requests may be pending at once; each finishes ``latency_ns`` after its submit."""
 
-    def __init__(self, predict: Callable[[FrameSet], ActionChunk], result_cls: Any, clock: SimClock,
-                 latency_ns: int, keep_frames: bool = False) -> None:
+    def __init__(self, predict: Callable[[FrameSet], ActionChunk], clock: SimClock, latency_ns: int,
+                 keep_frames: bool = False, workers: int = 1) -> None:
         self._predict = predict
-        self._result_cls = result_cls
         self._clock = clock
         self._latency_ns = int(latency_ns)
         self._keep = keep_frames
-        self._pending: tuple[int, Any] | None = None
+        self._workers = int(workers)
+        self._pending: list[tuple[int, PoolResult]] = []  # (ready_ns, result), in submit order
         self.records: list[InferenceRecord] = []
 
     @property
-    def busy(self) -> bool:
-        return self._pending is not None
+    def workers(self) -> int:
+        return self._workers
 
-    def submit(self, frames: FrameSet) -> bool:
-        if self._pending is not None:
+    @property
+    def busy(self) -> bool:
+        return len(self._pending) >= self._workers
+
+    def submit(self, ticket: int | None, frames: FrameSet) -> bool:
+        if self.busy:
             return False
         now = self._clock.now_ns
         t0 = time.perf_counter()
@@ -110,21 +121,38 @@ class SimulatedInference:
             chunk, error = None, f"{type(exc).__name__}: {exc}"
         wall_ms = 1e3 * (time.perf_counter() - t0)
         ready = now + self._latency_ns
-        self._pending = (ready, self._result_cls(frames, chunk, error))
+        self._pending.append((ready, PoolResult(ticket, frames, chunk, error, ready)))
         self.records.append(InferenceRecord(
             request_ns=now, ready_ns=ready, stamp_ns=frames.stamp_ns, spread_ns=frames.spread_ns,
             instruction=frames.instruction or "", state=np.array(frames.state, dtype=np.float64),
             images=dict(frames.images) if self._keep else None, chunk=chunk, error=error, wall_ms=wall_ms))
         return True
 
-    def poll(self) -> Any:
-        if self._pending is None or self._clock.now_ns < self._pending[0]:
-            return None
-        result, self._pending = self._pending[1], None
-        return result
+    def poll(self) -> list[PoolResult]:
+        """Results ready at the clock's time, in ready order (ties: submit order), each once."""
+        now = self._clock.now_ns
+        done = sorted((p for p in self._pending if p[0] <= now), key=lambda p: p[0])
+        self._pending = [p for p in self._pending if p[0] > now]
+        return [r for _, r in done]
 
-    def close(self, timeout: float = 0.0) -> None:
-        self._pending = None
+    def close(self, timeout: float = 0.0) -> bool:
+        self._pending = []
+        return True
+
+
+def simulate_inference(node: Any, clock: SimClock, latency_ns: int, keep_frames: bool = False) -> SimulatedInference:
+    """Replace a configured node's inference pool by a SimulatedInference with the same worker
+    count, put the node's monotonic clock on ``clock`` (chunks merge at exactly request + latency)
+    and turn off SCHED_FIFO for the control tick (it runs on the caller's thread)."""
+    rt = node.runtime
+    rt.worker.close()
+    pipeline = rt.pipeline
+    worker = SimulatedInference(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns),
+                                clock, latency_ns, keep_frames, workers=rt.workers)
+    rt.worker = worker
+    node._mono_ns = lambda: clock.now_ns  # noqa: SLF001 - the pool's finish times are on the sim clock
+    rt.config = dataclasses.replace(rt.config, realtime=dataclasses.replace(rt.config.realtime, priority=0))
+    return worker
 
 
 class RecordingPublisher:
@@ -167,7 +195,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
-    from lightwam_ros.node import InferenceResult, PolicyNode
+    from lightwam_ros.node import PolicyNode
 
     clock = SimClock(start_ns)
     ctx = rclpy.Context()
@@ -184,11 +212,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
                               "(the node's error above names the parameter or file)")
         configure_s = time.perf_counter() - t_cfg
         rt = node.runtime
-        rt.worker.close()
-        pipeline = rt.pipeline
-        worker = SimulatedInference(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns),
-                                    InferenceResult, clock, round(options.latency_ms * 1e6), options.keep_frames)
-        rt.worker = worker
+        worker = simulate_inference(node, clock, round(options.latency_ms * 1e6), options.keep_frames)
         rt.chunk_pub = RecordingPublisher(recorder, topics.action_chunk, clock)
         rt.canvas_pub = RecordingPublisher(recorder, topics.canvas, clock)
         rt.diag_pub = RecordingPublisher(recorder, topics.diagnostics, clock)

@@ -4,8 +4,9 @@ The same driving as offline replay (lightwam_ros.replay_offline): the node is co
 demo profile exactly as a launch would, then its own callbacks (``_on_image``, ``_on_joint_state``,
 ``_on_instruction``, ``_on_control_tick``, ``_on_diagnostics``) are called with real ROS messages in
 time order, ``_now_ns`` returns the simulated clock, inference runs synchronously and is released a
-fixed latency later (replay_offline.SimulatedInference), and the publishers record instead of
-sending. Why not DDS: hold timing "within 2 control periods" and "no stale frame is used" must be
+fixed latency later (replay_offline.SimulatedInference, with the node's worker count; the node's
+monotonic clock is the simulated one, so a chunk merges at exactly request + latency), and the
+publishers record instead of sending. Why not DDS: hold timing "within 2 control periods" and "no stale frame is used" must be
 exact, and a faulty input stream (backwards stamps, truncated images) is easier to script here than
 over a best-effort transport. Everything robot-facing is recorded per tick.
 
@@ -15,6 +16,7 @@ command (or the start pose before the first), so a jump in the command would sho
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +29,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from lightwam_ros.images import ns_to_time, rgb_to_image
-from lightwam_ros.node import InferenceResult, PolicyNode
-from lightwam_ros.replay_offline import SimClock, SimulatedInference
+from lightwam_ros.node import PolicyNode
+from lightwam_ros.replay_offline import SimClock, SimulatedInference, simulate_inference
 from lightwam_ros.synthetic import joint_positions, render_scene
 from node_harness import as_overrides, demo_parameters
 
@@ -222,10 +224,15 @@ def configure_only(bundle: Any, name: str, **overrides: Any) -> tuple[PolicyNode
 
 
 def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_hw: tuple[int, int] = (96, 128),
-          **overrides: Any) -> SimRobot:
+          workers: int | None = None, **overrides: Any) -> SimRobot:
     """Configure and activate a PolicyNode on the simulated clock (forward output, 10 Hz diagnostics).
     The default 40 ms simulated latency is a GPU-like one: with 0 the scheduler, pacing requests from
-    the measured latency, asks only when the plan has ended and every cycle holds a tick."""
+    the measured latency, asks only when the plan has ended and every cycle holds a tick.
+    ``workers`` (test-only): run that many overlapping simulated inferences (chunk.max_inflight is
+    set to it too), as the node does on a GPU backend whose max_concurrency allows it; the CPU
+    backend here caps the node's own count at 1."""
+    if workers is not None:
+        overrides = {"chunk__max_inflight": workers, **overrides}
     overrides = {"output__mode": "forward", "output__topic": "/sim/forward_controller/commands",
                  "diagnostics__rate_hz": 10.0, "debug__canvas_rate_hz": 0.0, **overrides}
     clock = SimClock(START_NS)
@@ -239,11 +246,10 @@ def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_
         rclpy.try_shutdown(context=ctx)
         raise AssertionError(f"configure failed: {log.errors()}")
     rt = node.runtime
-    rt.worker.close()
-    pipeline = rt.pipeline
-    worker = SimulatedInference(lambda fs: pipeline.predict(fs.images, fs.state, fs.instruction, fs.stamp_ns),
-                                InferenceResult, clock, round(latency_ms * 1e6), keep_frames=True)
-    rt.worker = worker
+    if workers is not None:
+        rt.workers = workers
+        rt.scheduler.reconfigure(dataclasses.replace(rt.config.chunk, max_inflight=workers))
+    worker = simulate_inference(node, clock, round(latency_ms * 1e6), keep_frames=True)
     output, chunks, diagnostics = Recorder(clock), Recorder(clock), Recorder(clock)
     rt.output_pub, rt.chunk_pub, rt.diag_pub, rt.canvas_pub = output, chunks, diagnostics, Recorder(clock)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS

@@ -342,13 +342,15 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
     if "switch1ms" in tweaks:
         sys.setswitchinterval(0.001)
     if "nice" in tweaks:
-        run = node_module.InferenceWorker._run
+        from lightwam_ros.inference_worker import InferencePool
+
+        run = InferencePool._run
 
         def niced_run(self: Any) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
             run(self)
 
-        node_module.InferenceWorker._run = niced_run
+        InferencePool._run = niced_run
 
 
 def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) -> None:
