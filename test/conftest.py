@@ -16,43 +16,20 @@ module imports or initializes rclpy.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
+from ros_domain import claim_domain_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
-# Domain ids usable with the default port mapping on Linux are 0..101; 0 is everyone's default.
-_DOMAIN_RANGE = range(1, 102)
-_domain_lock_file = None  # kept open (and locked) for the life of the process
-
-
-def _claim_domain_id() -> int:
-    global _domain_lock_file
-    lock_dir = Path(tempfile.gettempdir()) / "lightwam_ros_test_domains"
-    lock_dir.mkdir(exist_ok=True)
-    start = os.getpid() % len(_DOMAIN_RANGE)
-    for i in range(len(_DOMAIN_RANGE)):
-        domain = _DOMAIN_RANGE[(start + i) % len(_DOMAIN_RANGE)]
-        f = open(lock_dir / f"{domain}.lock", "w")  # noqa: SIM115 - held open on purpose
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        _domain_lock_file = f
-        return domain
-    raise RuntimeError(f"no free ROS_DOMAIN_ID in {_DOMAIN_RANGE} (locks under {lock_dir})")
-
-
 def _isolate_ros_environment() -> None:
     if "LIGHTWAM_TEST_DOMAIN_ID" in os.environ:  # set by an outer run (pytest inside a test)
         os.environ["ROS_DOMAIN_ID"] = os.environ["LIGHTWAM_TEST_DOMAIN_ID"]
     else:
-        os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
+        os.environ["ROS_DOMAIN_ID"] = str(claim_domain_id())
         os.environ["LIGHTWAM_TEST_DOMAIN_ID"] = os.environ["ROS_DOMAIN_ID"]
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.pop("ROS_LOCALHOST_ONLY", None)

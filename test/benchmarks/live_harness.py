@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import array
 import atexit
-import fcntl
 import json
 import os
 import signal
@@ -39,38 +38,21 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "test"):  # the package, and test/ros_domain.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
+from ros_domain import claim_domain_id  # noqa: E402
 
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 DEMO_PROFILE = REPO_ROOT / "config" / "demo.yaml"
 OUTPUT_TOPIC = "/bench/commands"
-_DOMAIN_RANGE = range(1, 102)
-_domain_lock = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Environment, bundle, parameters
 # ---------------------------------------------------------------------------------------------
-
-def claim_domain_id() -> int:
-    """A ROS_DOMAIN_ID no other test/benchmark process on this machine holds (lock held until exit)."""
-    global _domain_lock
-    lock_dir = Path(tempfile.gettempdir()) / "lightwam_ros_test_domains"
-    lock_dir.mkdir(exist_ok=True)
-    for domain in (_DOMAIN_RANGE[(os.getpid() + i) % len(_DOMAIN_RANGE)] for i in range(len(_DOMAIN_RANGE))):
-        f = open(lock_dir / f"{domain}.lock", "w")  # noqa: SIM115 - held open on purpose
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        _domain_lock = f
-        return domain
-    raise RuntimeError(f"no free ROS_DOMAIN_ID in {_DOMAIN_RANGE}")
-
 
 def isolate_environment() -> dict[str, str]:
     """Set (in os.environ, before rclpy initializes) and return the isolated ROS environment."""
