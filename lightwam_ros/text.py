@@ -16,7 +16,7 @@ padding rows already zero). This module:
 Cleaning (official `HuggingfaceTokenizer(clean="whitespace")`): `html.unescape` twice, strip, every run of
 Unicode whitespace -> one space, strip. The official code would call `ftfy.fix_text` first, but ftfy is
 not among the reference environment's pinned dependencies, so its import fell back to an identity
-stub: the released models were trained WITHOUT ftfy, and this module does not apply it either.
+function: the released models were trained WITHOUT ftfy, and this module does not apply it either.
 The whitespace class is the Unicode White_Space set that the `regex` package's `\\s` matches (the
 reference env has `regex` through transformers); Python's `re` would also match U+001C..U+001F.
 """

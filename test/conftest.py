@@ -67,3 +67,18 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; the skip reason says why)")
+
+
+@pytest.fixture
+def sim_factory(tiny_bundle: Path):
+    """Start real PolicyNodes on a simulated clock (test/fault_sim.py); all are closed at teardown."""
+    from fault_sim import start
+
+    sims = []
+
+    def make(**kw):
+        sims.append(start(tiny_bundle, **kw))
+        return sims[-1]
+    yield make
+    for s in sims:
+        s.close()

@@ -51,18 +51,6 @@ def _following(ticks) -> bool:
     return bool(ticks) and all(tk.hold is None for tk in ticks)
 
 
-@pytest.fixture
-def sim_factory(tiny_bundle):
-    sims = []
-
-    def make(**kw):
-        sims.append(start(tiny_bundle, **kw))
-        return sims[-1]
-    yield make
-    for s in sims:
-        s.close()
-
-
 def test_dead_camera_holds_within_one_period_of_detection_and_resumes_on_fresh_sets(sim_factory) -> None:
     sim = sim_factory(name="lw_f_dead")
     sim.run(1.0)

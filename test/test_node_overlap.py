@@ -11,24 +11,11 @@ the node's worker count at 1 (max_concurrency), so the two-worker run uses fault
 from __future__ import annotations
 
 import pytest
-from fault_sim import start
 
 from lightwam_ros.safety import HoldReason
 
 CHUNK_S = 24 * 0.020  # demo profile: 24 usable steps at 20 ms
 LATENCY_MS = 0.6 * CHUNK_S * 1e3  # 288 ms
-
-
-@pytest.fixture
-def sim_factory(tiny_bundle):
-    sims = []
-
-    def make(**kw):
-        sims.append(start(tiny_bundle, **kw))
-        return sims[-1]
-    yield make
-    for s in sims:
-        s.close()
 
 
 def _after_first_chunk(sim):
