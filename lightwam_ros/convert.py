@@ -1,6 +1,6 @@
 """Official Light-WAM training outputs -> bundle (`lightwam convert`).
 
-Inputs (lightwam-inference-spec.md §5): the checkpoint `step_XXXXXX.pt` ({"mot", "state_fusion_action_expert",
+Inputs (lightwam-inference-spec.md §5): the checkpoint `step_NNNNNN.pt` ({"mot", "state_fusion_action_expert",
 "proprio_encoder"}), the run's fully resolved `config.yaml`, its `dataset_stats.json`, the Wan2.1 VAE
 `Wan2.1_VAE.pth`, and optionally the official text-embedding cache directory.
 

@@ -13,7 +13,7 @@ from lightwam_ros.text import read_instruction_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint <run>/checkpoints/weights/step_XXXXXX.pt")
+    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint <run>/checkpoints/weights/step_NNNNNN.pt")
     parser.add_argument("--config", required=True, type=Path, help="the run's resolved config.yaml")
     parser.add_argument("--stats", required=True, type=Path, help="the run's dataset_stats.json")
     parser.add_argument("--vae", required=True, type=Path, help="Wan2.1_VAE.pth (only the encoder half is kept)")
