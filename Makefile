@@ -23,7 +23,7 @@ PY_PKGS := \
 	setuptools==79.0.1 torch==2.13.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.31.1 \
 	opencv-python-headless==5.0.0.93 numpy==2.4.6 rosbags==0.11.9 pyyaml==6.0.3 \
 	safetensors==0.8.0 matplotlib==3.11.2 transformers==5.23.0 psutil==7.2.2 \
-	pytest==9.2.0 pytest-timeout==2.4.0
+	pytest==9.2.0 pytest-timeout==2.4.0 hypothesis==6.170.15
 # colcon from PyPI, only to check that the package builds as a ROS package (test_package_build.py);
 # colcon-core needs setuptools<80, hence the setuptools pin above.
 COLCON_PKGS := \
