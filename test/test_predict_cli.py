@@ -2,7 +2,9 @@
 
 The images are random RGB arrays written with OpenCV (which stores BGR), so a CLI that forgot the
 BGR -> RGB conversion, or mixed up the cameras, gives different actions than the pipeline fed the
-original RGB arrays.
+original RGB arrays. The state starts with a negative value, which argparse alone would take for an
+option (`--state -0.02,...`: "expected one argument"); the end-to-end run goes through the installed
+`lightwam` console script.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndarra
     return images, paths
 
 
-STATE = [0.02, -0.4, 0.7, 0.01, 0.3, -0.02, 0.5, -0.03, -0.5, 0.6, 0.0, 0.4, 0.05, 0.7]
+STATE = [-0.02, -0.4, 0.7, 0.01, 0.3, -0.02, 0.5, -0.03, -0.5, 0.6, 0.0, 0.4, 0.05, 0.7]
 
 
 def _args(bundle: Path, paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
@@ -53,8 +55,11 @@ def test_predict_cli_end_to_end(tiny_bundle: Path, scene, tmp_path: Path) -> Non
     images, paths = scene
     out = tmp_path / "actions.npy"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "lightwam_ros.cli", *_args(tiny_bundle, paths, out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    script = Path(sys.executable).parent / "lightwam"  # the console script `make venv` installs
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "lightwam_ros.cli"]
+    args = _args(tiny_bundle, paths, out)
+    assert args[args.index("--state") + 1].startswith("-0.02,")  # not `--state=...`: the plain form
+    proc = subprocess.run([*entry, *args], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "actions float32 [32, 14]" in proc.stdout and "left_waist" in proc.stdout
     actions = np.load(out)
