@@ -7,6 +7,10 @@ profile -- and launch/policy.launch.py only turns a `NodeLaunchPlan` into a laun
 `NodeLaunchPlan.command()` gives the equivalent plain command line, which the tests run to check
 that the plan really starts a working node.
 
+Unknown launch arguments: `plan_from_arguments` rejects names it does not know, but a launch file
+sees every launch configuration of the whole launch (an including file's own arguments too), so the
+launch file instead reports, as a warning, the names that look meant for it (`misplaced_arguments`).
+
 Namespaces: rcl matches a params file's top-level key against the node's fully qualified name, so
 a profile keyed `lightwam_policy:` silently stops applying once the node runs in a namespace. The
 plan therefore writes a resolved params file keyed by the exact node name it launches.
@@ -14,17 +18,18 @@ plan therefore writes a resolved params file keyed by the exact node name it lau
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lightwam_ros.config import NODE_NAME, ConfigError, load_profile, resolve_profile
+from lightwam_ros.config import NODE_NAME, PARAMETERS, ConfigError, load_profile, resolve_profile
+from lightwam_ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env
 
 PACKAGE = "lightwam_ros"
 EXECUTABLE = "policy_node"
@@ -61,12 +66,77 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                                 "(e.g. joint_states:=/robot/joint_states)"),
     LaunchArgument("autostart", "true", "configure and activate the lifecycle node at start (false: wait "
                                         "for lifecycle transitions from outside)"),
-    LaunchArgument("shm_profile", "true", "use the package's Fast DDS shared-memory profile for the node "
-                                          "unless FASTDDS_DEFAULT_PROFILES_FILE is already set"),
+    LaunchArgument("shm_profile", "true", "use the package's Fast DDS shared-memory profile "
+                                          f"(config/fastdds_shm.xml) for the node, set as {NEW_VARIABLE} on "
+                                          f"Fast DDS 3.x (Kilted) or {OLD_VARIABLE} on 2.x (Humble, Jazzy), "
+                                          "unless either variable is already set"),
     LaunchArgument("log_level", "info", "node log level: debug | info | warn | error"),
 )
 _ARGUMENT_NAMES = {a.name for a in LAUNCH_ARGUMENTS}
 _LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+# Launch configurations that launch / launch_ros / `ros2 launch` set or read themselves
+# (PushRosNamespace, SetRemap, SetParameter, --launch-prefix, every process's emulate_tty and
+# shutdown timeouts): never a user's mistake, and `ros_namespace` would otherwise read as a
+# misspelling of `namespace`.
+LAUNCH_SYSTEM_CONFIGURATIONS = frozenset({"ros_namespace", "ros_remaps", "global_params", "launch-prefix",
+                                          "launch-prefix-filter", "emulate_tty", "sigterm_timeout",
+                                          "sigkill_timeout"})
+_SIMILARITY = 0.8  # difflib ratio: bakend/backend 0.92, bundel/bundle 0.83, robot_name/robot 0.67
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def misplaced_arguments(names: Iterable[str]) -> dict[str, str]:
+    """Among launch configuration names, those that look meant for policy.launch.py but are not its
+    arguments, each with a hint: {'bakend': 'did you mean backend?', 'dry_run': 'a node parameter ...'}.
+
+    Looks meant for it: equal to an argument but for case, '-' and '_' (`log-level`, `Robot`), a close
+    misspelling (difflib similarity >= 0.8: `bakend`, `bundel`, `namspace`), or the name of a node
+    parameter (`dry_run`, `control_rate_hz`: those are set in the profile YAML, not as arguments).
+    Other unknown names are not reported: the launch context holds every argument of the whole launch,
+    an including launch file's own (`use_sim_time`, `world`, ...) included, and an included file is not
+    told which of them its includer meant for it.
+    """
+    by_canonical = {_canonical(n): n for n in _ARGUMENT_NAMES}
+    parameters = {s.name for s in PARAMETERS} - _ARGUMENT_NAMES
+    found: dict[str, str] = {}
+    for name in sorted(set(names)):
+        if name in _ARGUMENT_NAMES or name in LAUNCH_SYSTEM_CONFIGURATIONS:
+            continue
+        close = by_canonical.get(_canonical(name)) or next(
+            iter(difflib.get_close_matches(name.lower(), sorted(_ARGUMENT_NAMES), n=1, cutoff=_SIMILARITY)), None)
+        if close:
+            found[name] = f"did you mean {close}?"
+        elif name in parameters:
+            found[name] = "a node parameter, not a launch argument: set it in the robot profile YAML"
+    return found
+
+
+def misplaced_arguments_message(names: Iterable[str]) -> str | None:
+    """The launch log warning for `misplaced_arguments(names)`, naming the known arguments; None if none."""
+    found = misplaced_arguments(names)
+    if not found:
+        return None
+    items = "; ".join(f"{name}:= ({hint})" for name, hint in found.items())
+    return (f"lightwam_ros policy.launch.py: ignoring unknown launch argument(s) {items}. "
+            f"Known arguments: {', '.join(a.name for a in LAUNCH_ARGUMENTS)} "
+            "(`ros2 launch lightwam_ros policy.launch.py --show-args` describes them)")
+
+
+def namespace_under(base: str | None, namespace: str) -> str:
+    """The `namespace` argument under an including file's PushRosNamespace (`ros_namespace`), as
+    launch_ros composes them: a relative namespace goes under the pushed one, an absolute one stays.
+
+    The plan must know the final namespace because its params file is keyed by the fully qualified
+    node name; launch_ros would otherwise prefix the namespace after the file was written.
+    """
+    namespace = namespace.strip()
+    if not base or namespace.startswith("/"):
+        return namespace
+    return f"{base.rstrip('/')}/{namespace}" if namespace else base
 
 
 def package_share_dir() -> Path:
@@ -146,9 +216,12 @@ class NodeLaunchPlan:
         """Non-ROS arguments of the node executable."""
         return [AUTOSTART_FLAG] if self.autostart else []
 
-    def write_params_file(self, directory: str | Path | None = None) -> Path:
-        """Write the resolved parameters keyed by this node's fully qualified name; return the path."""
-        directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="lightwam_launch_"))
+    def write_params_file(self, directory: str | Path) -> Path:
+        """Write the resolved parameters keyed by this node's fully qualified name; return the path.
+
+        The caller owns `directory` and removes it (the launch file does so at launch shutdown).
+        """
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.name}.params.yaml"
         doc = {self.fully_qualified_name: {"ros__parameters": nest_parameters(self.parameters)}}
@@ -176,10 +249,13 @@ class NodeLaunchPlan:
         return env
 
 
-def plan_from_arguments(arguments: Mapping[str, str], share_dir: Path | None = None) -> NodeLaunchPlan:
+def plan_from_arguments(arguments: Mapping[str, str], share_dir: Path | None = None,
+                        environ: Mapping[str, str] | None = None) -> NodeLaunchPlan:
     """Launch arguments (strings, as `name:=value` gives them) -> NodeLaunchPlan.
 
-    Unknown argument names are rejected so a typo (`bundel:=`) is not silently ignored.
+    Unknown argument names are rejected so a typo (`bundel:=`) is not silently ignored. `environ`
+    (default os.environ) is the node's environment before the plan's additions: it decides which
+    Fast DDS profile variable to set, and whether the user already set one.
     """
     unknown = sorted(set(arguments) - _ARGUMENT_NAMES)
     if unknown:
@@ -198,9 +274,8 @@ def plan_from_arguments(arguments: Mapping[str, str], share_dir: Path | None = N
     if log_level not in _LOG_LEVELS:
         raise LaunchConfigError(f"log_level: expected one of {_LOG_LEVELS}, got {values['log_level']!r}")
     env: dict[str, str] = {}
-    shm_profile = share_dir / "config" / "fastdds_shm.xml"
-    if parse_bool("shm_profile", values["shm_profile"]) and not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(shm_profile)
+    if parse_bool("shm_profile", values["shm_profile"]):
+        env = profile_env(share_dir / "config" / "fastdds_shm.xml", environ)
     return NodeLaunchPlan(
         profile=profile,
         parameters=parameters,
