@@ -67,6 +67,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; the skip reason says why)")
+    config.addinivalue_line("markers", "numeric: compares float results of CPU kernels (must pass with AVX-512, AVX2 and baseline kernels)")
 
 
 @pytest.fixture

@@ -28,7 +28,14 @@ from lightwam_ros.onnx_export import export_onnx
 from lightwam_ros.pipeline import PolicyInputError, PolicyPipeline
 from lightwam_ros.text import UnknownInstructionError
 
+pytestmark = pytest.mark.numeric
+
 CPU = torch.device("cpu")
+FP32_EPS = torch.finfo(torch.float32).eps  # 1.2e-7
+# ONNX Runtime (MLAS) vs torch (oneDNN/MKL) in float32: two implementations of the whole network, each
+# ~1e-6 relative from exact; 1e-4 absolute at an action scale ~2 (~400 fp32 steps) holds on every CPU
+# and is far below what a dropped LoRA (> 1e-2) or a mixed-up input order (O(1)) gives.
+ORT_ATOL = 1e-4
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (run test/gpu_check.sh on a GPU machine)")
 
@@ -67,8 +74,11 @@ def test_torch_backend_matches_reference_policy(tiny_bundle: Path, reference_pol
     unmerged = TorchBackend(b, CPU, torch.float32, merge_lora=False).infer(*x)
     merged = TorchBackend(b, CPU, torch.float32).infer(*x)
     assert unmerged.shape == (32, 14) and unmerged.dtype == np.float32
-    np.testing.assert_allclose(unmerged, ref, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(merged, ref, atol=1e-4, rtol=0)
+    # The same network run stage by stage: bit-identical with AVX2 kernels, 2.3e-6 off with the baseline
+    # ones (other blockings, other fp32 summation orders). ~100 fp32 steps of the actions' scale covers it.
+    scale = float(np.abs(ref).max())
+    np.testing.assert_allclose(unmerged, ref, atol=1e-5 * scale, rtol=0)
+    np.testing.assert_allclose(merged, ref, atol=1e-4, rtol=0)  # merged weights round differently (~2e-6)
     # LoRA matters in the demo weights: dropping it would be caught.
     no_lora = LightWAMPolicy(b.model_config)
     no_lora.load_state_dict({k: v for k, v in demo_state_dict("tiny").items() if "lora" not in k}, strict=False)
@@ -83,7 +93,9 @@ def test_torch_backend_steps_and_stage_timings(tiny_bundle: Path) -> None:
     be = TorchBackend(b, CPU, torch.float32, steps=24)
     part = be.infer(*x)
     assert part.shape == (24, 14)
-    np.testing.assert_allclose(part, full[:24], atol=1e-6, rtol=0)
+    # 24 rows instead of 32 may change the expert's GEMM blocking and fp32 summation order: 64 rounding
+    # steps of the actions' scale (1.4e-5); a step off by one moves the actions by 0.3.
+    np.testing.assert_allclose(part, full[:24], atol=64 * FP32_EPS * float(np.abs(full).max()), rtol=0)
     assert set(be.last_timings_ms) == {"vae", "dit", "expert"} and all(v > 0 for v in be.last_timings_ms.values())
     with pytest.raises(ValueError, match="steps must be in 1..32"):
         TorchBackend(b, CPU, torch.float32, steps=33)
@@ -116,7 +128,7 @@ def test_onnx_export_recorded_and_verified(onnx_bundle: Path) -> None:
     assert entry["file"] == "policy_float32.onnx" and entry["external_data"] is None
     assert entry["inputs"] == {"canvas": [1, 3, 384, 320], "proprio": [1, 14], "context": [1, 128, 32]}
     assert entry["outputs"] == {"actions": [1, 32, 14]}
-    assert entry["max_abs_diff_vs_torch"] < 1e-4 and entry["verified_with"] == "CPUExecutionProvider"
+    assert entry["max_abs_diff_vs_torch"] < ORT_ATOL and entry["verified_with"] == "CPUExecutionProvider"
     assert "policy_float32.onnx" in b.files
 
 
@@ -130,10 +142,11 @@ def test_torch_vs_onnx_runtime_fp32(onnx_bundle: Path, reference_policy: LightWA
             ref = reference_policy(*x)[0].numpy()
         out = onnx_be.infer(*x)
         assert out.shape == (32, 14)
-        assert np.abs(out - ref).max() < 1e-4
-        np.testing.assert_allclose(out, TorchBackend(b, CPU, torch.float32).infer(*x), atol=1e-4, rtol=0)
+        assert np.abs(out - ref).max() < ORT_ATOL
+        np.testing.assert_allclose(out, TorchBackend(b, CPU, torch.float32).infer(*x), atol=ORT_ATOL, rtol=0)
     assert set(onnx_be.last_timings_ms) == {"policy"}
     short = OnnxBackend(b, CPU, torch.float32, steps=10).infer(*x)
+    # exact by construction: the same graph (all 32 steps) on the same input in this process, then sliced
     np.testing.assert_array_equal(short, out[:10])
 
 
@@ -147,7 +160,7 @@ def test_onnx_pipeline_matches_torch_pipeline(onnx_bundle: Path) -> None:
             PolicyPipeline.from_bundle(onnx_bundle, backend="torch", device="cpu") as p_torch:
         a = p_onnx.predict(images, state, ins).actions
         b = p_torch.predict(images, state, ins).actions
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(a, b, atol=ORT_ATOL, rtol=0)
 
 
 def test_onnx_missing_export_and_tampered_file(onnx_bundle: Path, tmp_path: Path) -> None:
@@ -174,6 +187,7 @@ def test_onnx_external_data_float16(tiny_bundle: Path, tmp_path: Path, monkeypat
     assert (copy / "policy_float16.onnx.data").stat().st_size > 500_000  # the large weights moved out
     b = Bundle.load(copy)  # both files hashed
     assert b.onnx["float16"]["external_data"] == "policy_float16.onnx.data"
+    # fp16 rounds 8000x coarser than fp32 (eps 9.8e-4 vs 1.2e-7), hence bounds 200-500x ORT_ATOL
     assert result.max_abs_diff is not None and result.max_abs_diff < 2e-2  # fp16 graph vs fp16 torch
     x = _inputs(9)
     ref = TorchBackend(b, CPU, torch.float32).infer(*x)
@@ -302,5 +316,5 @@ def test_pipeline_on_cuda(tiny_bundle: Path) -> None:
 def test_policy_io_example_inputs_are_deterministic(tiny_bundle: Path) -> None:
     io = PolicyIO.from_bundle(Bundle.load(tiny_bundle, verify=False))
     a, b = io.example_inputs(), io.example_inputs()
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # the same seeded generator: exact by construction
     assert a[0].min() >= -1 and a[0].max() <= 1

@@ -198,14 +198,25 @@ def _observations(n: int) -> list[tuple[dict[str, np.ndarray], np.ndarray, int]]
              rng.normal(0, 0.3, 14), 1_000_000 * (i + 1)) for i in range(n)]
 
 
-def _concurrent_matches_sequential(pipe, workers: int, calls: int, atol: float = 0.0) -> None:
-    """atol 0: bit-identical (CPU kernels do not depend on what else runs)."""
+def _concurrent_matches_sequential(pipe, workers: int, calls: int, atol: float | None = None) -> None:
+    """Actions within `atol`, by default 1e-5 of their scale (~100 float32 rounding steps).
+
+    Not bit-identical by construction: BLAS/oneDNN/ONNX Runtime split a call's work by the threads they
+    get, which may change while another call runs, and with it the fp32 summation order. A request fed
+    another request's input is O(0.1) off (checked below); the canvases (uint8, each pixel computed by
+    one thread in a fixed order) are compared exactly.
+    """
     obs = _observations(calls)
     sequential, canvases = [], {}
     for images, state, stamp in obs:
         sequential.append(pipe.predict(images, state, INSTRUCTION, stamp))
         canvases[stamp] = pipe.canvas_for(stamp)
     expected = {o[2]: s for o, s in zip(obs, sequential)}
+    if atol is None:
+        atol = 1e-5 * max(float(np.abs(s.actions).max()) for s in sequential)
+    for i, a in enumerate(sequential):  # the bound still tells the requests apart
+        for b in sequential[i + 1:]:
+            assert np.abs(a.actions - b.actions).max() > 100 * atol
     # all requests at once from `workers` raw threads (the most overlap)
     results: dict[int, ActionChunk] = {}
     barrier = threading.Barrier(workers)
@@ -244,6 +255,7 @@ def _concurrent_matches_sequential(pipe, workers: int, calls: int, atol: float =
     assert any(np.array_equal(pipe.last_canvas, canvases[stamp]) for stamp in kept)
 
 
+@pytest.mark.numeric
 def test_torch_pipeline_concurrent_predicts_match_sequential(tiny_bundle: Path) -> None:
     from lightwam_ros.pipeline import PolicyPipeline
 
@@ -253,6 +265,7 @@ def test_torch_pipeline_concurrent_predicts_match_sequential(tiny_bundle: Path) 
         assert set(pipe.backend.last_timings_ms) == {"vae", "dit", "expert"}
 
 
+@pytest.mark.numeric
 def test_onnx_pipeline_concurrent_predicts_match_sequential(onnx_bundle: Path) -> None:
     from lightwam_ros.pipeline import PolicyPipeline
 
@@ -262,6 +275,7 @@ def test_onnx_pipeline_concurrent_predicts_match_sequential(onnx_bundle: Path) -
 
 
 @pytest.mark.gpu
+@pytest.mark.numeric
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: per-thread CUDA streams are only "
                     "exercised there (run test/gpu_check.sh on a GPU machine)")
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

@@ -21,6 +21,8 @@ from safetensors.torch import load_file
 
 from lightwam_ros.layouts import LAYOUTS, Cell, Layout, Preprocessor, canvas_to_uint8
 
+pytestmark = pytest.mark.numeric
+
 GOLDEN = Path(__file__).parent / "data" / "golden_preprocess.safetensors"
 
 
@@ -40,6 +42,8 @@ def test_canvas_matches_the_official_processor(name: str, size: tuple[int, int],
     images = {cam: pattern(*size, s) for cam, s in zip(layout.cameras, seeds)}
     canvas = Preprocessor(layout)(images)
     assert canvas.shape == (1, 3, *layout.canvas_hw) and canvas.dtype == torch.float32
+    # The golden came from another CPU's resize kernels: pixels on [-1, 1] within ~8 float32 rounding steps
+    # (1e-6); the float64 channel sums of 123k pixels within 1e-2 (1e-7 of each pixel on average).
     torch.testing.assert_close(canvas[:, :, 1::3, 2::3], golden[f"{name}.canvas_sub"], rtol=0, atol=1e-6)
     torch.testing.assert_close(canvas.double().sum(dim=(0, 2, 3)), golden[f"{name}.channel_sum"], rtol=0, atol=1e-2)
 

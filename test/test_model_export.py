@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 from lightwam_ros.model.config import MODEL_SIZES
 from lightwam_ros.model.policy import LightWAMPolicy
+
+pytestmark = pytest.mark.numeric
 
 
 def test_onnx_export_matches_torch(tmp_path: Path) -> None:
@@ -38,4 +41,5 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (actions,) = session.run(None, {"canvas": canvas.numpy(), "proprio": proprio.numpy(), "context": context.numpy()})
     assert actions.shape == (1, cfg.horizon, cfg.action_dim)
+    # ONNX Runtime's kernels vs torch's in float32, on whatever CPU: ~100 rounding steps (eps 1.2e-7)
     assert np.linalg.norm(actions - expected) / np.linalg.norm(expected) < 1e-5

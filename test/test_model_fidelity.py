@@ -17,8 +17,8 @@ it imports the official code, L1ziang/Light-WAM at b2785f6, src/lightwam/models/
    time_conv, DiT head and blocks >= run_layers dropped), ``input.*``, and for each dtype the
    normalised latent, the adapted tokens of every adapter layer and the actions [1, 32, 14].
 Measured when generated: float32 relative L2 ~5e-7 (latent, adapted, actions); bfloat16 ~9e-3 on the
-actions, all of it from VAE kernel rounding (our DiT and expert reproduce the official bf16 outputs
-bit for bit when fed the official latent).
+actions, all of it from VAE kernel rounding (on that CPU our DiT and expert reproduced the official bf16
+outputs bit for bit when fed the official latent; with other CPU kernels they differ by bf16 rounding).
 """
 
 from __future__ import annotations
@@ -33,8 +33,15 @@ from safetensors import safe_open
 from lightwam_ros.model.config import ModelConfig
 from lightwam_ros.model.policy import LightWAMPolicy
 
+pytestmark = pytest.mark.numeric
+
 GOLDEN = Path(__file__).parent / "data" / "golden_tiny_policy.safetensors"
-TOL = {"float32": 1e-5, "bfloat16": 3e-2}  # relative L2; float32 measured ~5e-7
+# Relative L2 against a golden made on another CPU (other kernels, other summation orders).
+# float32: ~100 rounding steps (eps 1.2e-7); measured 4e-7..8e-7 (the golden's CPU, AVX2, baseline kernels).
+# bfloat16: a different summation order re-rounds intermediates (2**-8 each), so two bf16 runs differ
+# about as much as bf16 differs from fp32 (1.3e-2 in the golden itself): 3e-2 is ~2x that, measured
+# <= 1.4e-2; swapped q/k weights in one block give 8e-2, a wrong mapping O(1).
+TOL = {"float32": 1e-5, "bfloat16": 3e-2}
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +88,13 @@ def test_forward_with_merged_lora_matches_official(golden) -> None:
     assert rel_l2(actions, t["float32.actions"]) <= TOL["float32"]
 
 
-def test_dit_and_expert_exact_in_bfloat16_given_official_latent(golden) -> None:
-    """Isolates the DiT and expert from VAE kernel rounding: same bf16 ops, same order as upstream."""
+def test_dit_and_expert_in_bfloat16_given_official_latent(golden) -> None:
+    """Isolates the DiT and expert from VAE kernel rounding: same bf16 ops, same order as upstream.
+
+    Bit-identical on the golden's CPU, but baseline (non-AVX) kernels re-round (measured 1.1e-2). The bound
+    is ~2x the DiT's own bf16 rounding noise (golden bf16 adapted vs fp32 on the same latent: 1.0e-2),
+    tighter than TOL since the VAE's share is gone; swapped q/k weights in one block give 8e-2.
+    """
     cfg, t = golden
     policy = load_policy(cfg, t, torch.bfloat16)
     with torch.no_grad():
@@ -90,8 +102,8 @@ def test_dit_and_expert_exact_in_bfloat16_given_official_latent(golden) -> None:
         adapted = policy.backbone(t["bfloat16.latent"].to(torch.bfloat16), ctx)
         actions = policy.head([t[f"bfloat16.adapted_{i}"].to(torch.bfloat16) for i in range(len(adapted))])
     for i, tokens in enumerate(adapted):
-        assert rel_l2(tokens, t[f"bfloat16.adapted_{i}"]) <= 1e-3
-    assert rel_l2(actions, t["bfloat16.actions"]) <= 1e-3
+        assert rel_l2(tokens, t[f"bfloat16.adapted_{i}"]) <= 2e-2
+    assert rel_l2(actions, t["bfloat16.actions"]) <= 2e-2
 
 
 def test_wrong_context_rows_change_the_result(golden) -> None:

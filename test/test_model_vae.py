@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from lightwam_ros.model.config import VAEConfig
 from lightwam_ros.model.vae_encoder import LATENT_MEAN, LATENT_STD, VAEEncoder
 
+pytestmark = pytest.mark.numeric
+
 CFG = VAEConfig(dim=8, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2)
 TEMPORAL_DOWNSAMPLE = (False, True, True)  # VideoVAE_ default: stage 0 is downsample2d
 
@@ -130,6 +132,7 @@ def test_2d_encoder_equals_causal_3d_reference(hw: tuple[int, int]) -> None:
         ours = vae(image)
     ref = causal_3d_reference(sd, CFG, image)
     assert ours.shape == (1, 16, hw[0] // 8, hw[1] // 8)
+    # float64 (eps 2.2e-16): any summation order stays ~1e6 times below 1e-10; a wrong kernel slice is O(1)
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
@@ -145,12 +148,14 @@ def test_stored_state_is_2d_and_reloads() -> None:
     other = VAEEncoder(CFG).double()
     other.load_state_dict(sd, strict=True)
     image = torch.rand(1, 3, 32, 32, dtype=torch.float64)
-    with torch.no_grad():
+    with torch.no_grad():  # same weights, same kernels, same shapes, same process: exact by construction
         torch.testing.assert_close(other(image), vae(image), rtol=0, atol=0)
 
 
 def test_latent_statistics_follow_the_dtype_as_upstream() -> None:
-    """The fp32 constants cast to bf16 (spec A.5 table), never 1/std computed from a bf16 std."""
+    """The fp32 constants cast to bf16 (spec A.5 table), never 1/std computed from a bf16 std.
+
+    Exact comparisons: a cast rounds correctly on every CPU, and 1/std is one fp32 division."""
     vae = VAEEncoder(CFG).to(torch.bfloat16)
     mean, inv_std = vae.latent_mean.flatten().tolist(), vae.latent_inv_std.flatten().tolist()
     assert (mean[0], inv_std[0]) == (-0.7578125, 0.35546875)

@@ -33,9 +33,17 @@ from lightwam_ros.umt5 import (
     convert_wan_state_dict, load_tokenizer, umt5_config_from_wan, wan_to_hf_key,
 )
 
+pytestmark = pytest.mark.numeric
+
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "umt5_tiny_golden.safetensors"
 TOKENIZER = DATA / "umt5_tiny_tokenizer"
+
+# The golden outputs were computed on another CPU. CPU kernels (AVX-512, AVX2, baseline) sum in
+# different orders, so only the token ids are exact; float results get a bound from the dtype's
+# rounding step and the length of the sums (a wrong or swapped weight gives O(1) relative error).
+FP32_EPS = torch.finfo(torch.float32).eps  # 1.2e-7
+BF16_EPS = 2.0**-8  # relative size of one bf16 rounding (8 significand bits): 3.9e-3
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +68,29 @@ def _wan_dir(tmp_path: Path, wan_sd: dict[str, torch.Tensor]) -> Path:
     for p in TOKENIZER.iterdir():
         (wan / TOKENIZER_SUBDIR / p.name).write_bytes(p.read_bytes())
     return wan
+
+
+def assert_fp32_close(actual: torch.Tensor, expected: torch.Tensor, d_ff: int) -> None:
+    """A reordered fp32 dot product of length K moves by at most ~K * eps of its terms' size; K = d_ff is
+    the longest sum here (64 * 1.2e-7 * max|out| = 3.5e-5; measured <= 5e-6, a 1% weight error gives 5e-2)."""
+    atol = d_ff * FP32_EPS * float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol)
+
+
+def assert_bf16_matches_official(ctx: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, num_layers: int) -> None:
+    """Each prompt's context within (num_layers + 1) bf16 rounding steps (relative L2) of the golden.
+
+    Another accumulation order can flip an intermediate bf16 rounding by one step (2**-8); allowing one
+    such step per layer and one for the final norm gives 4 * 3.9e-3 = 1.6e-2 for the 3-layer golden model
+    (measured <= 3.7e-3, on AVX2), below the 4e-2 that bf16 is from fp32 and far below the O(1) of a
+    wrong weight map. The padding rows are zeroed, not computed: exactly 0 on any CPU.
+    """
+    assert ctx.dtype == expected.dtype == torch.bfloat16 and ctx.shape == expected.shape
+    assert (ctx[~mask] == 0).all()
+    tol = (num_layers + 1) * BF16_EPS
+    for i, (a, e) in enumerate(zip(ctx.float(), expected.float())):
+        rel = float((a - e).norm() / e.norm())
+        assert rel <= tol, f"prompt {i}: relative L2 {rel:.2e} > {tol:.2e}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,20 +191,23 @@ def test_fp32_matches_official(golden, tokenizer):
     with torch.no_grad():
         raw = model(input_ids=g["ids"], attention_mask=g["mask"].bool()).last_hidden_state
     assert raw.dtype == torch.float32
-    torch.testing.assert_close(raw, g["raw_fp32"], rtol=0, atol=1e-5)  # padded query rows included
+    d_ff = model.config.d_ff
+    assert_fp32_close(raw, g["raw_fp32"], d_ff)  # padded query rows included
     ctx = UMT5TextEncoder(model, tokenizer).encode(instructions)
-    torch.testing.assert_close(ctx, g["ctx_fp32"], rtol=0, atol=1e-5)
+    assert_fp32_close(ctx, g["ctx_fp32"], d_ff)
+    assert (ctx[~g["mask"].bool()] == 0).all()  # zeroed, not computed: exact
 
 
-def test_bf16_eager_is_bit_identical_to_official(golden, tokenizer):
+def test_bf16_eager_matches_official(golden, tokenizer):
+    """Bit-identical on the CPU that made the golden; within bf16 rounding on the others."""
     wan, g, instructions = golden
     enc = UMT5TextEncoder(build_umt5_encoder(wan, dtype=torch.bfloat16), tokenizer)
     assert enc.model.config._attn_implementation == "eager"
+    mask, layers = g["mask"].bool(), enc.model.config.num_layers
     ctx = enc.encode(instructions)
-    assert ctx.dtype == torch.bfloat16
-    assert torch.equal(ctx, g["ctx_bf16"])
+    assert_bf16_matches_official(ctx, g["ctx_bf16"], mask, layers)
     one_by_one = torch.stack([enc.encode([i])[0] for i in instructions])
-    assert torch.equal(one_by_one, g["ctx1_bf16"])
+    assert_bf16_matches_official(one_by_one, g["ctx1_bf16"], mask, layers)
 
 
 def test_padding_rows_zero_and_all_slots_kept(golden, tokenizer):
@@ -195,7 +229,7 @@ def test_from_wan_dir_memory_maps_and_adopts(tmp_path, golden):
     wan, g, instructions = golden
     wan_dir = _wan_dir(tmp_path, wan)
     enc = UMT5TextEncoder.from_wan_dir(wan_dir, "cpu", "bfloat16")
-    assert torch.equal(enc.encode(instructions), g["ctx_bf16"])
+    assert_bf16_matches_official(enc.encode(instructions), g["ctx_bf16"], g["mask"].bool(), enc.model.config.num_layers)
     assert enc.model.shared.weight is enc.model.encoder.embed_tokens.weight  # tied: moved/cast once
     assert not enc.model.training and not any(p.requires_grad for p in enc.model.parameters())
 
