@@ -35,6 +35,9 @@ from types import MappingProxyType
 from typing import Any
 
 NODE_NAME = "lightwam_policy"
+# Input bounds (docs: safety): no message may cost the control thread more than these allow.
+MAX_INSTRUCTION_CHARS = 4096  # umT5 keeps 512 tokens (a few thousand characters of English)
+MAX_JOINT_NAMES = 1024  # a JointState with more names is refused before any per-name work
 PACKAGE = "lightwam_ros"
 
 
@@ -70,6 +73,11 @@ class OutputMode(Enum):
     JOINT_TRAJECTORY = "joint_trajectory"  # trajectory_msgs/JointTrajectory to a JTC, per chunk
     FORWARD = "forward"  # std_msgs/Float64MultiArray per control tick
     NONE = "none"  # publish nothing on output.topic (chunks and diagnostics only)
+
+
+class ActionSpace(Enum):
+    POSITION = "position"  # absolute targets (joint positions): a hold repeats the last target
+    DELTA = "delta"  # increments the controller integrates: a hold must send nothing (or a neutral)
 
 
 class TextEncoder(Enum):
@@ -150,6 +158,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "state order", required=True),
     ParamSpec("joints.max_age", _D, 0.25, "an older joint state makes the robot hold [s]",
               range=(0.0, 60.0), positive=True, runtime=True),
+    ParamSpec("joints.future_tolerance", _D, 0.05, "a joint state stamped further ahead of the node's "
+              "clock than this is refused (clock skew between hosts) [s]", range=(0.0, 10.0), runtime=True),
     ParamSpec("instruction.topic", _S, "instruction", "std_msgs/String topic, transient-local"),
     ParamSpec("instruction.default", _S, "", "instruction used until one arrives", runtime=True),
     ParamSpec("chunk.merge", _S, "blend", "how a new chunk takes over from the one in flight",
@@ -168,6 +178,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("output.topic", _S, "joint_trajectory", "JTC topic or forward controller commands topic"),
     ParamSpec("output.joint_names", _SA, [], "names of the action dims (JointTrajectory.joint_names); "
               "empty = joints.names"),
+    ParamSpec("output.action_space", _S, "position", "what an action is: absolute positions (a hold "
+              "repeats the last command) or deltas a controller integrates (a hold publishes nothing, "
+              "or output.hold_command)", choices=tuple(a.value for a in ActionSpace)),
+    ParamSpec("output.hold_command", _DA, [], "delta action space only: the neutral command published "
+              "each control tick while holding in forward mode ([] = publish nothing)"),
     ParamSpec("output.send_velocities", _B, False, "finite-difference velocities in the trajectory "
               "(last = 0)", runtime=True),
     ParamSpec("output.trajectory_steps", _I, 0, "points per JointTrajectory (0 = the remaining plan)",
@@ -314,14 +329,25 @@ class JointConfig:
     state_topic: str
     names: tuple[str, ...]  # proprio state order (the bundle's state order)
     max_age_ns: int = 250_000_000
+    future_tolerance_ns: int = 50_000_000  # a stamp further ahead of now is refused
 
     def __post_init__(self) -> None:
         _check_topic("joints.state_topic", self.state_topic)
         if not self.names:
             raise ConfigError("joints.names", "at least one joint name is required")
+        if len(self.names) > MAX_JOINT_NAMES:
+            raise ConfigError("joints.names", f"has {len(self.names)} names; at most {MAX_JOINT_NAMES}")
         _check_unique("joints.names", self.names)
         if self.max_age_ns <= 0:
             raise ConfigError("joints.max_age", f"must be > 0 s, got {self.max_age_ns / 1e9} s")
+        if self.future_tolerance_ns < 0:
+            raise ConfigError("joints.future_tolerance", f"must be >= 0 s, got {self.future_tolerance_ns / 1e9} s")
+
+    def age_ok(self, age_ns: int) -> bool:
+        """A joint state of this age (now - stamp) may be used: not older than max_age and not
+        further in the future than future_tolerance (a stamp from a clock running ahead would
+        otherwise stay "fresh" long after its publisher died)."""
+        return -self.future_tolerance_ns <= age_ns <= self.max_age_ns
 
 
 @dataclass(frozen=True)
@@ -331,6 +357,22 @@ class InstructionConfig:
 
     def __post_init__(self) -> None:
         _check_topic("instruction.topic", self.topic)
+        why = instruction_problem(self.default)
+        if why:
+            raise ConfigError("instruction.default", why)
+
+
+def instruction_problem(text: str) -> str:
+    """Why an instruction text can never be used ("" if it can): longer than MAX_INSTRUCTION_CHARS
+    (the text encoder keeps 512 tokens; a longer text would be cut and would cost every lookup
+    time), or not encodable as UTF-8 (a lone surrogate: the context key is a hash of the UTF-8 bytes)."""
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f"is {len(text)} characters long; at most {MAX_INSTRUCTION_CHARS} are accepted"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid UTF-8 text ({exc.reason} at character {exc.start})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -363,12 +405,29 @@ class OutputConfig:
     joint_names: tuple[str, ...] = ()  # resolved: never empty after from_params
     send_velocities: bool = False
     trajectory_steps: int = 0  # 0 = the whole remaining plan
+    action_space: ActionSpace = ActionSpace.POSITION
+    hold_command: tuple[float, ...] = ()  # delta only: neutral command while holding (() = none)
 
     def __post_init__(self) -> None:
         _check_topic("output.topic", self.topic)
         _check_unique("output.joint_names", self.joint_names)
         if self.trajectory_steps < 0:
             raise ConfigError("output.trajectory_steps", f"must be >= 0, got {self.trajectory_steps}")
+        if self.action_space is ActionSpace.DELTA and self.mode is OutputMode.JOINT_TRAJECTORY:
+            raise ConfigError("output.action_space", "delta actions cannot be sent as a JointTrajectory "
+                                                     "(its points are positions); use output.mode forward")
+        if self.hold_command:
+            if self.action_space is not ActionSpace.DELTA:
+                raise ConfigError("output.hold_command", "is only for output.action_space delta (a position "
+                                                         "hold repeats the last command)")
+            if len(self.hold_command) != len(self.joint_names):
+                raise ConfigError("output.hold_command", f"has {len(self.hold_command)} values for "
+                                                         f"{len(self.joint_names)} action dims")
+
+    @property
+    def holds_by_repeating(self) -> bool:
+        """Position actions: holding = commanding the last position again."""
+        return self.action_space is ActionSpace.POSITION
 
 
 @dataclass(frozen=True)
@@ -470,6 +529,10 @@ class PolicyConfig:
                 "output.joint_names (defaults to joints.names)"
             raise ConfigError("output.joint_names", f"{src} has {len(self.output.joint_names)} names but "
                                                     f"the safety limits have {self.safety.dim} action dims")
+        for i, v in enumerate(self.output.hold_command):
+            lo, hi = self.safety.position_min[i], self.safety.position_max[i]
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ConfigError("output.hold_command", f"value {i} = {v} is outside the limits [{lo}, {hi}]")
 
     @property
     def control_period_ns(self) -> int:
@@ -557,13 +620,15 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
         cameras=CameraConfig(tuple(p["cameras.names"]), tuple(p["cameras.topics"])),
         sync=SyncConfig(_s_to_ns(p["sync.slop"]), p["sync.queue_size"], _s_to_ns(p["sync.max_age"]),
                         _s_to_ns(p["sync.camera_timeout"])),
-        joints=JointConfig(p["joints.state_topic"], joint_names, _s_to_ns(p["joints.max_age"])),
+        joints=JointConfig(p["joints.state_topic"], joint_names, _s_to_ns(p["joints.max_age"]),
+                           _s_to_ns(p["joints.future_tolerance"])),
         instruction=InstructionConfig(p["instruction.topic"], p["instruction.default"]),
         chunk=ChunkConfig(MergeMode(p["chunk.merge"]), p["chunk.blend_steps"], p["chunk.execute_steps"],
                           p["chunk.latency_margin"], p["chunk.max_inflight"]),
         output=OutputConfig(OutputMode(p["output.mode"]), p["output.topic"],
                             tuple(p["output.joint_names"]) or joint_names, p["output.send_velocities"],
-                            p["output.trajectory_steps"]),
+                            p["output.trajectory_steps"], ActionSpace(p["output.action_space"]),
+                            tuple(p["output.hold_command"])),
         safety=SafetyConfig(tuple(p["safety.position_min"]), tuple(p["safety.position_max"]),
                             tuple(p["safety.max_step"]), p["safety.refuse_margin"]),
         canvas_rate_hz=p["debug.canvas_rate_hz"], diagnostics_rate_hz=p["diagnostics.rate_hz"],
@@ -744,14 +809,38 @@ def validate_against_bundle(config: PolicyConfig, bundle: BundleInfo) -> list[st
         raise ConfigError("chunk.execute_steps", f"{config.chunk.execute_steps} exceeds the bundle's "
                                                  f"trained_steps {bundle.trained_steps}; later steps were "
                                                  "never supervised")
-    warnings = []
     if bundle.action_rate_hz is None:
-        warnings.append("the bundle has no action_rate_hz: action steps are assumed to be one control "
-                        f"period ({config.control_rate_hz} Hz) apart")
-    elif config.control_rate_hz < bundle.action_rate_hz:
+        raise ConfigError("bundle", f"{config.bundle!r} records no action_rate_hz, so the time between "
+                                    "its action steps is unknown and the robot could run them at the wrong "
+                                    "speed; convert it again with `lightwam convert --action-rate-hz <Hz>` "
+                                    "(the rate its training data was recorded at)")
+    warnings = [*_name_mismatch("joints.names", config.joints.names, bundle.state_names, "state"),
+                *_name_mismatch("output.joint_names", config.output.joint_names, bundle.action_names, "action")]
+    if config.control_rate_hz < bundle.action_rate_hz:
         warnings.append(f"control_rate_hz {config.control_rate_hz} is below the bundle's action rate "
                         f"{bundle.action_rate_hz} Hz: intermediate actions are skipped")
     return warnings
+
+
+_PLACEHOLDER_NAME = re.compile(r"^(action|state)_\d+$")  # what convert writes when names are unknown
+
+
+def _name_mismatch(param: str, configured: Sequence[str], trained: Sequence[str], part: str) -> list[str]:
+    """Compare the profile's names with the bundle's, position by position (the model's dim k is
+    the bundle's name k). A name present in both lists at different positions means the profile
+    lists the dims in another order than the model: every dim would be mislabelled, so that is an
+    error. Different names altogether (the robot names its joints otherwise than the converter
+    guessed) only warn, with the mapping. Placeholder names (action_0, ...) say nothing."""
+    if list(configured) == list(trained) or all(_PLACEHOLDER_NAME.match(n) for n in trained):
+        return []
+    where = {n: i for i, n in enumerate(trained)}
+    moved = [(n, i, where[n]) for i, n in enumerate(configured) if n in where and where[n] != i]
+    if moved:
+        n, i, j = moved[0]
+        raise ConfigError(param, f"lists '{n}' as {part} dim {i} but the bundle's model has it as dim {j} "
+                                 f"(bundle {part} order: {list(trained)}); list the names in the bundle's order")
+    pairs = ", ".join(f"{t}->{c}" for t, c in zip(trained, configured) if t != c)
+    return [f"{param} differ from the bundle's {part} names; dims are mapped by position: {pairs}"]
 
 
 @dataclass(frozen=True)

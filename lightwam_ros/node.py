@@ -56,7 +56,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lightwam_ros import config as cfgmod
-from lightwam_ros.config import ConfigError, OutputMode, PolicyConfig
+from lightwam_ros.config import MAX_JOINT_NAMES, ConfigError, OutputMode, PolicyConfig, instruction_problem
 from lightwam_ros.diagnostics import Diagnostics, DiagnosticsInput
 from lightwam_ros.images import ImageError, image_to_rgb, time_to_ns
 from lightwam_ros.inference_worker import InferencePool, PoolResult
@@ -70,6 +70,9 @@ NODE_NAME = cfgmod.NODE_NAME
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
 TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
 JOINT_HISTORY = 4096  # joint states kept to pair a frame set with the state at its observation time
+JOINT_INDEX_CACHE = 16  # distinct JointState name lists whose index maps are kept (a robot sends one or two)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # joint values beyond this become inf in the model input
+SHOWN_CHARS = 120  # characters of an instruction quoted in logs and diagnostics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +144,8 @@ class _Runtime:
     # pruned to the last joints.max_age + sync.max_age (a set older than sync.max_age is never used)
     state_history: deque = field(default_factory=lambda: deque(maxlen=JOINT_HISTORY))
     joint_index: dict = field(default_factory=dict)  # tuple(msg.name) -> (state idx, measured idx | None)
-    instruction: str | None = None  # last received on the topic
+    instruction: str | None = None  # last received on the topic (None: nothing yet -> instruction.default)
+    instruction_status: tuple[str, bool, str] | None = None  # (text, usable, why not), cached per text
     # control state
     active: bool = False
     paused: bool = False
@@ -216,9 +220,16 @@ class PolicyNode(LifecycleNode):
                 self._declare_error = None  # the bad value from the params file was replaced
             return SetParametersResult(successful=True)
         changes = {p.name: _plain(p.value) for p in params}
+        if "use_sim_time" in changes and changes["use_sim_time"] != self.get_parameter("use_sim_time").value:
+            return SetParametersResult(successful=False, reason=(
+                "parameter 'use_sim_time': read-only while the node is configured (switching clocks under "
+                "a running plan makes time jump; clean up, set it, configure again)"))
         result = cfgmod.apply_updates(rt.config, changes, rt.bundle_info)
         if not result.ok:
             return SetParametersResult(successful=False, reason=result.reason)
+        if result.config.dry_run and not rt.config.dry_run and rt.following:
+            self._publish_hold(rt, HoldReason.DRY_RUN, self._now_ns())  # the last command before going silent
+            rt.following = False
         self._apply_config(rt, result.config)
         self.get_logger().info(f"parameters updated: {sorted(changes)}")
         return SetParametersResult(successful=True)
@@ -445,41 +456,80 @@ class PolicyNode(LifecycleNode):
             self._maybe_request_inference(rt, now)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        """Checks everything a bad message can carry before any per-name work, so no message can
+        cost the executor (which also runs the control tick) more than a bounded amount. A state
+        whose values cannot be trusted (NaN/Inf, beyond float32) makes the robot hold at once;
+        other bad messages are dropped (the previous state ages out as if it had been lost)."""
         rt = self._rt
         if rt is None:
+            return
+        topic = rt.config.joints.state_topic
+        if len(msg.name) > MAX_JOINT_NAMES or len(msg.position) != len(msg.name):
+            self.get_logger().error(
+                f"joint state on '{self.resolve_topic_name(topic)}' has {len(msg.name)} names and "
+                f"{len(msg.position)} positions (at most {MAX_JOINT_NAMES}, one position per name); dropped",
+                throttle_duration_sec=THROTTLE_S)
             return
         names = tuple(msg.name)
         index = rt.joint_index.get(names)
         if index is None:
-            where = {n: i for i, n in enumerate(names)}
-            missing = [n for n in rt.config.joints.names if n not in where]
-            if missing:
-                self.get_logger().error(
-                    f"joint state on '{self.resolve_topic_name(rt.config.joints.state_topic)}' lacks joints "
-                    f"{missing} of joints.names (it has {list(names)}); holding",
-                    throttle_duration_sec=THROTTLE_S)
+            index = self._joint_index(rt, names)
+            if index is None:
                 return
-            state_idx = np.array([where[n] for n in rt.config.joints.names])
-            out = rt.config.output.joint_names
-            measured_idx = np.array([where[n] for n in out]) if all(n in where for n in out) else None
-            index = rt.joint_index[names] = (state_idx, measured_idx)
-        if len(msg.position) != len(names):
-            self.get_logger().error(
-                f"joint state on '{self.resolve_topic_name(rt.config.joints.state_topic)}' has "
-                f"{len(msg.position)} positions for {len(names)} names; holding", throttle_duration_sec=THROTTLE_S)
-            return
         position = np.asarray(msg.position, dtype=np.float64)
         state = position[index[0]]
-        if not np.isfinite(state).all():
-            bad = [n for n, v in zip(rt.config.joints.names, state) if not np.isfinite(v)]
-            self.get_logger().error(f"joint state has NaN/Inf for {bad}; holding", throttle_duration_sec=THROTTLE_S)
+        measured = position[index[1]] if index[1] is not None else None
+        used = state if measured is None else np.concatenate([state, measured])
+        if not (np.abs(used) <= FLOAT32_MAX).all():  # False for NaN too
+            bad = sorted({n for n, v in zip((*rt.config.joints.names, *rt.config.output.joint_names), used)
+                          if not abs(v) <= FLOAT32_MAX})
+            self.get_logger().error(f"joint state has NaN/Inf or out-of-range values for {bad}; holding",
+                                    throttle_duration_sec=THROTTLE_S)
+            rt.state = rt.measured = rt.state_stamp_ns = None  # stale at once: hold until a good one
             return
+        now = self._now_ns()
         stamp = time_to_ns(msg.header.stamp)
-        stamp = stamp if stamp > 0 else self._now_ns()  # unstamped: arrival time
+        stamp = stamp if stamp > 0 else now  # unstamped: arrival time
+        if stamp - now > rt.config.joints.future_tolerance_ns:
+            self.get_logger().error(
+                f"joint state on '{self.resolve_topic_name(topic)}' is stamped {(stamp - now) / 1e9:.3f} s "
+                f"in the future (joints.future_tolerance {rt.config.joints.future_tolerance_ns / 1e9:g} s): "
+                "are the clocks of the robot and this host synchronized? dropped", throttle_duration_sec=THROTTLE_S)
+            return
         rt.state = state
-        rt.measured = position[index[1]] if index[1] is not None else None
+        rt.measured = measured
         rt.state_stamp_ns = stamp
         self._remember_state(rt, stamp, state)
+
+    def _joint_index(self, rt: _Runtime, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Index maps of a new name list (cached, at most JOINT_INDEX_CACHE lists); None (message
+        dropped, error logged) if a joint of joints.names is missing or a used name is duplicated."""
+        cfg = rt.config
+        where: dict[str, int] = {}
+        duplicated: set[str] = set()
+        for i, n in enumerate(names):
+            if n in where:
+                duplicated.add(n)
+            where[n] = i
+        topic = self.resolve_topic_name(cfg.joints.state_topic)
+        used_dups = sorted(duplicated & {*cfg.joints.names, *cfg.output.joint_names})
+        if used_dups:
+            self.get_logger().error(f"joint state on '{topic}' names {used_dups} more than once; dropped",
+                                    throttle_duration_sec=THROTTLE_S)
+            return None
+        missing = [n for n in cfg.joints.names if n not in where]
+        if missing:
+            shown = list(names[:20]) + (["..."] if len(names) > 20 else [])
+            self.get_logger().error(f"joint state on '{topic}' lacks joints {missing} of joints.names (it has "
+                                    f"{shown}); holding", throttle_duration_sec=THROTTLE_S)
+            return None
+        state_idx = np.array([where[n] for n in cfg.joints.names])
+        out = cfg.output.joint_names
+        measured_idx = np.array([where[n] for n in out]) if all(n in where for n in out) else None
+        if len(rt.joint_index) >= JOINT_INDEX_CACHE:
+            rt.joint_index.clear()
+        rt.joint_index[names] = (state_idx, measured_idx)
+        return rt.joint_index[names]
 
     @staticmethod
     def _remember_state(rt: _Runtime, stamp: int, state: np.ndarray) -> None:
@@ -520,34 +570,54 @@ class PolicyNode(LifecycleNode):
         rt.instruction = msg.data
         ok, why = self._instruction_status(rt)
         if ok:
-            self.get_logger().info(f"instruction: {msg.data!r}")
+            self.get_logger().info(f"instruction: {_shown(msg.data)}")
         elif why:
             self.get_logger().error(why)
+        elif not msg.data:
+            self.get_logger().info("empty instruction: holding until the next one")
 
-    def _current_instruction(self, rt: _Runtime) -> str:
-        return rt.instruction if rt.instruction else rt.config.instruction.default
+    @staticmethod
+    def _current_instruction(rt: _Runtime) -> str:
+        """The instruction on the topic; instruction.default only until the first one arrives. An
+        empty instruction on the topic means "stop": it does not bring the default back."""
+        return rt.instruction if rt.instruction is not None else rt.config.instruction.default
 
     def _instruction_status(self, rt: _Runtime) -> tuple[bool, str]:
-        """(usable, why not). Unknown instructions hold the robot; the error lists the known ones."""
+        """(usable, why not). Unknown instructions hold the robot; the error lists the known ones.
+        Runs every control tick, so a final answer is cached per text (the lookup hashes the
+        cleaned text); only an instruction still being encoded online is asked again."""
+        ins = self._current_instruction(rt)
+        cached = rt.instruction_status
+        if cached is not None and cached[0] is ins:
+            return cached[1], cached[2]
+        ok, why, final = self._instruction_lookup(rt, ins)
+        rt.instruction_status = (ins, ok, why) if final else None
+        return ok, why
+
+    def _instruction_lookup(self, rt: _Runtime, ins: str) -> tuple[bool, str, bool]:
         from lightwam_ros.text import TextStatus, UnknownInstructionError
 
-        ins = self._current_instruction(rt)
         if not ins:
-            return False, ""
+            return False, "", True
+        problem = instruction_problem(ins)
+        if problem:
+            topic = self.resolve_topic_name(rt.config.instruction.topic)
+            return False, f"instruction on '{topic}' {problem}; holding", True
         if ins in rt.pipeline.contexts:
-            return True, ""
+            return True, "", True
         if rt.text_encoder is not None:
             status = rt.text_encoder.request(ins)
             if status is TextStatus.READY:
-                return True, ""
+                return True, "", True
             if status is TextStatus.FAILED:
-                return False, f"instruction {ins!r}: encoding failed: {rt.text_encoder.error(ins)}; holding"
-            return False, ""  # ENCODING: hold quietly, diagnostics report it
-        return False, str(UnknownInstructionError(ins, rt.pipeline.known_instructions,
-                                                  f"bundle {rt.pipeline.bundle.path}")) + "\nHolding."
+                return False, f"instruction {_shown(ins)}: encoding failed: {rt.text_encoder.error(ins)}; holding", True
+            return False, "", False  # ENCODING: hold quietly, diagnostics report it; ask again next tick
+        return False, str(UnknownInstructionError(_shown(ins), rt.pipeline.known_instructions,
+                                                  f"bundle {rt.pipeline.bundle.path}")) + "\nHolding.", True
 
-    def _state_fresh(self, rt: _Runtime, now: int) -> bool:
-        return rt.state is not None and now - rt.state_stamp_ns <= rt.config.joints.max_age_ns
+    @staticmethod
+    def _state_fresh(rt: _Runtime, now: int) -> bool:
+        return rt.state is not None and rt.config.joints.age_ok(now - rt.state_stamp_ns)
 
     # -- inference requests ------------------------------------------------------------------------
 
@@ -601,17 +671,13 @@ class PolicyNode(LifecycleNode):
         rt.chunk_pub.publish(action_chunk_msg(chunk, rt.config.output.joint_names))
         rt.chunks_published += 1
         self._publish_canvas(rt, chunk.stamp_ns, now)
-        n = min(rt.config.chunk.steps_limit(chunk.trained_steps), chunk.horizon)
-        refused = rt.safety.check_chunk(chunk.actions[:n])
-        if refused is not None:
-            rt.scheduler.inference_failed(ticket)
-            rt.scheduler.clear()
-            rt.last_error = refused
-            self.get_logger().error(f"chunk refused: {refused}; holding", throttle_duration_sec=THROTTLE_S)
-            return False
-        outcome = rt.scheduler.on_chunk(chunk, now, ticket)
+        outcome = rt.scheduler.on_chunk(chunk, now, ticket, check=rt.safety.check_chunk)
         rt.diagnostics.record_chunk(outcome, chunk.timings_ms)
         if outcome is ChunkOutcome.VOID:  # requested before a resume/activation: never used
+            return False
+        if outcome is ChunkOutcome.REFUSED:
+            rt.last_error = rt.scheduler.last_refusal or "chunk refused"
+            self.get_logger().error(f"chunk refused: {rt.last_error}; holding", throttle_duration_sec=THROTTLE_S)
             return False
         if outcome is not ChunkOutcome.ACCEPTED:
             self.get_logger().warning(f"chunk {outcome.value} (observation {(now - chunk.stamp_ns) / 1e6:.0f} ms old)",
@@ -633,6 +699,8 @@ class PolicyNode(LifecycleNode):
         if not rt.realtime_done:
             self._apply_realtime(rt)
         now = self._now_ns()
+        if rt.last_tick_now is not None and now < rt.last_tick_now:
+            self._on_clock_jump(rt, now)
         new_plan = self._collect_result(rt, now)
         tick = rt.scheduler.tick(now)
         ok_instruction, why = self._instruction_status(rt)
@@ -642,19 +710,31 @@ class PolicyNode(LifecycleNode):
                              dead_cameras=rt.sync.dead_cameras(now), have_instruction=ok_instruction,
                              tick_status=tick.status, dry_run=rt.config.dry_run)
         rt.hold = reason
-        if reason is None:
-            self._follow(rt, tick.action, now, resend=new_plan or not rt.following)
-        elif reason is HoldReason.DRY_RUN:
-            if rt.following:  # leaving command mode: leave the robot holding, then stay silent
-                self._publish_hold(rt, reason, now)
+        if rt.config.dry_run:  # never commands, whatever else holds (the switch sent the last hold)
+            rt.safety.silent(reason or HoldReason.DRY_RUN)
+            followed = False
+        elif reason is None:
+            followed = self._follow(rt, tick.action, now, resend=new_plan or not rt.following)
         else:
-            if rt.following or rt.config.output.mode is OutputMode.FORWARD:
-                self._publish_hold(rt, reason, now)
-            else:
-                rt.safety.hold(reason, self._measured(rt, tick.action))  # counts the hold
-        rt.following = reason is None
+            self._hold(rt, reason, now)
+            followed = False
+        rt.following = followed
         self._maybe_request_inference(rt, now)
         rt.last_tick_now = now
+
+    def _on_clock_jump(self, rt: _Runtime, now: int) -> None:
+        """The node clock ran backwards (a looping bag, a /clock restart): every stamp held so far
+        belongs to another timeline. The plan, requests in flight, the joint state and its history
+        and the camera queues are dropped; the robot holds until fresh input forms a new plan."""
+        self.get_logger().warning(
+            f"clock jumped back by {(rt.last_tick_now - now) / 1e9:.3f} s: plan, joint state and camera "
+            "queues reset; holding until fresh input")
+        rt.scheduler.reset()
+        rt.sync.reset(now)
+        rt.latest_set = None
+        rt.state = rt.measured = rt.state_stamp_ns = None
+        rt.state_history.clear()
+        rt.last_tick_now = None
 
     def _apply_realtime(self, rt: _Runtime) -> None:
         """control.realtime_priority / switch_interval, once per configured runtime, from the control
@@ -669,17 +749,30 @@ class PolicyNode(LifecycleNode):
         msg = apply_realtime(rc.priority, rc.switch_interval_s or None)
         (self.get_logger().warning if msg.startswith("warning:") else self.get_logger().info)(msg)
 
-    def _measured(self, rt: _Runtime, fallback: np.ndarray | None) -> np.ndarray | None:
+    @staticmethod
+    def _measured(rt: _Runtime, fallback: np.ndarray | None) -> np.ndarray | None:
         """Measured positions in action order; when the action dims are not joints of the joint
-        state (e.g. end-effector deltas), the plan's own current value is the reference."""
-        return rt.measured if rt.measured is not None else fallback
+        state, or are deltas (a measured position is no reference for an increment), the plan's
+        own current value is the reference."""
+        if rt.measured is not None and rt.config.output.holds_by_repeating:
+            return rt.measured
+        return fallback
 
-    def _follow(self, rt: _Runtime, action: np.ndarray, now: int, resend: bool) -> None:
+    def _follow(self, rt: _Runtime, action: np.ndarray, now: int, resend: bool) -> bool:
+        """Command the plan's action for this tick; False if no command could be formed (no
+        reference position: nothing is published, the tick counts as silent)."""
         measured = self._measured(rt, action)
-        command = rt.safety.step(action, measured)
-        if command is None:
-            return
         mode = rt.config.output.mode
+        if mode is OutputMode.JOINT_TRAJECTORY and rt.safety.last_commanded is None:
+            # A trajectory starts from where the controller is now and reaches its first point one
+            # step later, so after a silence the reference is the measured position itself (a
+            # step taken now would let the first point be two steps away).
+            command = rt.safety.anchor(measured)
+        else:
+            command = rt.safety.step(action, measured)
+        if command is None:
+            rt.safety.silent(HoldReason.STALE_STATE)
+            return False
         if mode is OutputMode.FORWARD:
             rt.output_pub.publish(forward_command(command))
         elif mode is OutputMode.JOINT_TRAJECTORY and resend:
@@ -692,8 +785,35 @@ class PolicyNode(LifecycleNode):
                 rt.output_pub.publish(joint_trajectory(rt.config.output.joint_names, limited, dt,
                                                        rt.config.output.send_velocities))
                 rt.trajectories_published += 1
+        return True
+
+    def _hold(self, rt: _Runtime, reason: HoldReason, now: int) -> None:
+        """One hold tick. Position actions: forward mode repeats the last command every tick (the
+        controller must be told where to stay); a trajectory controller gets one hold message when
+        the node stops following and then silence (it keeps the hold). Delta actions: never the
+        last delta again (that keeps the robot moving) -- output.hold_command if configured, else
+        nothing."""
+        out = rt.config.output
+        if out.mode is OutputMode.FORWARD and not out.holds_by_repeating:
+            if out.hold_command and rt.output_pub is not None:
+                rt.output_pub.publish(forward_command(rt.safety.hold_with(reason, out.hold_command)))
+            else:
+                rt.safety.silent(reason)
+        elif out.mode is OutputMode.FORWARD or (out.mode is OutputMode.JOINT_TRAJECTORY and rt.following):
+            self._publish_hold(rt, reason, now)
+        else:
+            rt.safety.silent(reason)
 
     def _publish_hold(self, rt: _Runtime, reason: HoldReason, now: int) -> None:
+        """Publish the position to hold (position actions) -- or, for delta actions, the neutral
+        hold command or nothing (see _hold)."""
+        out = rt.config.output
+        if not out.holds_by_repeating:
+            if out.hold_command and rt.output_pub is not None and out.mode is OutputMode.FORWARD:
+                rt.output_pub.publish(forward_command(rt.safety.hold_with(reason, out.hold_command)))
+            else:
+                rt.safety.silent(reason)
+            return
         position = rt.safety.hold(reason, self._measured(rt, None))
         if position is None or rt.output_pub is None:
             return
@@ -773,7 +893,7 @@ class PolicyNode(LifecycleNode):
             safety=rt.safety.stats(), backend=p.backend.name, device=str(p.device),
             dtype=str(p.backend.dtype).removeprefix("torch."), expected_latency_ns=latency, keeps_up=keeps_up,
             state_age_ns=None if rt.state_stamp_ns is None else now - rt.state_stamp_ns,
-            instruction=self._current_instruction(rt) or None, extra=extra)
+            instruction=_clipped(self._current_instruction(rt)) or None, extra=extra)
         rt.diag_pub.publish(diagnostic_array(rt.diagnostics.statuses(now, inp), now))
 
     # -- introspection (tests, demo) ---------------------------------------------------------------
@@ -788,6 +908,16 @@ class PolicyNode(LifecycleNode):
         if rt is None or rt.config.output.mode is OutputMode.NONE:
             return "(none)"
         return self.resolve_topic_name(rt.config.output.topic)
+
+
+def _clipped(text: str) -> str:
+    """An instruction as reported in diagnostics: at most SHOWN_CHARS characters."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _shown(text: str) -> str:
+    """An instruction as quoted in logs and diagnostics: at most SHOWN_CHARS characters."""
+    return repr(text) if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ API
   priority order.
 - ``SafetyFilter(config: SafetyConfig, joint_names)``
 - ``check_chunk(actions [n, A]) -> str | None`` -- None if the rows may run, else why refused.
-- ``step(target [A], measured=None) -> np.ndarray | None`` -- clamp + cap, becomes the last command.
-- ``hold(reason, measured=None) -> np.ndarray | None`` -- the position to hold (never zeros).
+- ``step(target [A], measured=None) -> np.ndarray | None`` -- clamp + cap, becomes the last command;
+  ``anchor(measured)`` -- the reference itself becomes the command (a trajectory's start).
+- ``hold(reason, measured=None) -> np.ndarray | None`` -- the position to hold (never zeros), to be
+  published; ``hold_with(reason, command)`` -- a configured neutral command is published instead;
+  ``silent(reason)`` -- nothing is published this tick.
 - ``limit_trajectory(points [m, A], dt_ns, control_period_ns, measured=None) -> np.ndarray | None``
 - ``last_commanded``, ``reset()``, ``reconfigure(config)``, ``stats()``
 
@@ -19,10 +22,14 @@ that will execute are checked (the untrained tail of a chunk is never run, so it
 
 The cap is relative to the last *commanded* position, not the measured one: a controller lags its
 command, and capping against the measured position would let the command run away from it by a
-step each tick. Holding keeps the last command, so the first step after a hold is capped from where
-the robot was told to be. After ``reset()`` (activation) nothing was commanded yet: the first step
-and the first hold start from the measured joint positions (in action order), and without them no
-command is produced at all -- a filter that does not know where the robot is cannot bound a jump.
+step each tick. A published hold keeps the last command, so the first step after it is capped from
+where the robot was told to be. But a tick on which nothing is published (``silent``: dry run, a
+joint-trajectory hold after its one hold message, a delta-action hold, inactive) leaves the robot to
+whoever else moves it -- a teleoperator, a planner bringing it to a start pose -- so it forgets the
+last command: the first step after any silence starts from the measured joint positions (in action
+order), like the first step after ``reset()`` (activation). Without a measured position no command
+is produced at all -- a filter that does not know where the robot is cannot bound a jump. Targets
+or references that are not finite produce no command either (counted as ``non_finite``).
 """
 
 from __future__ import annotations
@@ -147,13 +154,20 @@ class SafetyFilter:
             return self._last
         if measured is None:
             return None
-        return self._vector(measured, "measured")
+        ref = self._vector(measured, "measured")
+        if not np.isfinite(ref).all():
+            self._counts["non_finite"] += 1
+            return None
+        return ref
 
     def step(self, target: np.ndarray, measured: np.ndarray | Sequence[float] | None = None) -> np.ndarray | None:
         """Clamp ``target`` to the limits, move at most max_step from the last command (or from
         ``measured`` if nothing was commanded since reset), record and return it. None (nothing
         commanded) if there is no reference position."""
         t = self._vector(target, "target")
+        if not np.isfinite(t).all():
+            self._counts["non_finite"] += 1
+            return None
         ref = self._reference(measured)
         if ref is None:
             self._counts["no_reference"] += 1
@@ -178,6 +192,30 @@ class SafetyFilter:
         self._last = ref.copy()
         return ref.copy()
 
+    def anchor(self, measured: np.ndarray | Sequence[float] | None) -> np.ndarray | None:
+        """Take the reference position (the last command, else the measured one) as the command
+        for now without moving: what a trajectory published after a silence starts from. None
+        without a reference."""
+        ref = self._reference(measured)
+        if ref is None:
+            self._counts["no_reference"] += 1
+            return None
+        self._last = ref.copy()
+        return ref.copy()
+
+    def hold_with(self, reason: HoldReason, command: np.ndarray | Sequence[float]) -> np.ndarray:
+        """A hold that publishes a configured neutral command (delta action spaces): it becomes
+        the last command, so the first step after it is capped from it."""
+        self._holds[reason] += 1
+        self._last = self._vector(command, "hold command").copy()
+        return self._last.copy()
+
+    def silent(self, reason: HoldReason) -> None:
+        """A hold on which nothing is published: the robot may be moved by someone else meanwhile,
+        so the last command is forgotten and the next step starts from the measured position."""
+        self._holds[reason] += 1
+        self._last = None
+
     def limit_trajectory(self, points: np.ndarray, dt_ns: int, control_period_ns: int,
                          measured: np.ndarray | Sequence[float] | None = None) -> np.ndarray | None:
         """Clamp a trajectory and cap each point's change from the previous one (the first from the
@@ -188,7 +226,7 @@ class SafetyFilter:
         if p.ndim != 2 or p.shape[1] != len(self._names):
             raise ValueError(f"trajectory must be [m, {len(self._names)}], got {p.shape}")
         ref = self._reference(measured)
-        if ref is None:
+        if ref is None or not np.isfinite(p).all():
             return None
         cap = self._cap * (dt_ns / control_period_ns)
         out = np.empty_like(p)
@@ -201,6 +239,6 @@ class SafetyFilter:
     def stats(self) -> dict[str, int]:
         """Cumulative counts: clamped/capped ticks, refused chunks, steps without a reference,
         and holds per HoldReason value ("hold.<reason>")."""
-        out = {k: self._counts[k] for k in ("clamped", "capped", "refused", "no_reference")}
+        out = {k: self._counts[k] for k in ("clamped", "capped", "refused", "no_reference", "non_finite")}
         out.update({f"hold.{r.value}": self._holds[r] for r in HoldReason})
         return out

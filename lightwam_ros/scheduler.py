@@ -2,8 +2,10 @@
 
 API
 - ``ChunkScheduler(config: ChunkConfig)``
-- ``on_chunk(chunk: ActionChunk, now_ns, ticket=None) -> ChunkOutcome`` -- merge a new chunk
-  (answers its inference request whatever the outcome).
+- ``on_chunk(chunk: ActionChunk, now_ns, ticket=None, check=None) -> ChunkOutcome`` -- merge a new
+  chunk (answers its inference request whatever the outcome); ``check(rows) -> str | None`` is the
+  safety filter's refusal test, applied only to a chunk that would otherwise be merged
+  (``last_refusal`` keeps its reason).
 - ``tick(now_ns) -> Tick`` -- the action for this control tick, or None with the TickStatus why.
 - ``wants_inference(now_ns, expected_latency_ns=None, obs_stamp_ns=None) -> bool``;
   ``inference_started(now_ns, obs_stamp_ns=None) -> ticket``, ``inference_failed(ticket=None)`` --
@@ -72,6 +74,7 @@ merged, so a resumed node does not act on an observation taken before the pause.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -95,6 +98,7 @@ class ChunkOutcome(Enum):
     OUT_OF_ORDER = "out_of_order"  # stamp not newer than the chunk in flight
     EXPIRED = "expired"  # every usable step had already elapsed on arrival
     VOID = "void"  # requested before reset(): never merged
+    REFUSED = "refused"  # would have been merged, but check() refused it: the plan is dropped
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class ChunkScheduler:
         self._primed_latency_ns: int | None = None
         self._pending: dict[int, _Request] = {}  # ticket -> request, oldest first
         self._void: set[int] = set()  # tickets pending at a reset(), not answered yet
+        self.last_refusal: str | None = None  # why check() refused the last REFUSED chunk
         self.reset()
 
     def reset(self) -> None:
@@ -206,7 +211,8 @@ class ChunkScheduler:
 
     # -- merging ----------------------------------------------------------------------------------
 
-    def on_chunk(self, chunk: ActionChunk, now_ns: int, ticket: int | None = None) -> ChunkOutcome:
+    def on_chunk(self, chunk: ActionChunk, now_ns: int, ticket: int | None = None,
+                 check: Callable[[np.ndarray], str | None] | None = None) -> ChunkOutcome:
         """Merge ``chunk`` (arrived at now_ns) into the plan; see the module doc for the rules.
 
         now_ns may be the time the worker finished, when the caller collects results later (e.g. at
@@ -215,7 +221,12 @@ class ChunkScheduler:
         than the last tick that has already been executed.
 
         Whatever the outcome, it answers its request: ``ticket`` from inference_started, else the
-        pending request with the chunk's observation stamp, else the oldest pending one."""
+        pending request with the chunk's observation stamp, else the oldest pending one.
+
+        ``check`` sees the rows that may execute (the first steps_limit) only after the VOID,
+        OUT_OF_ORDER and EXPIRED tests: a chunk that would never be merged cannot wipe the plan in
+        flight, however bad it is. A refused chunk drops the plan (tick reports REFUSED): the
+        model that produced it also produced the plan, and holding is the safe answer."""
         if ticket is not None and ticket in self._void:
             self._void.discard(ticket)
             return ChunkOutcome.VOID
@@ -231,6 +242,12 @@ class ChunkScheduler:
         k0 = int(np.searchsorted(t_new, now_ns, side="left"))  # first step with t_k >= now
         if k0 >= n:
             return ChunkOutcome.EXPIRED
+        if check is not None:
+            why = check(new)
+            if why is not None:
+                self.last_refusal = why
+                self.clear(TickStatus.REFUSED)
+                return ChunkOutcome.REFUSED
         if k0 == 0:
             start = new[0]
         else:

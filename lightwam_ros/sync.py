@@ -37,6 +37,14 @@ What this adds on top, and why:
   construction/reset).
 - A jump of ``now`` backwards by more than FUTURE_TOLERANCE_NS (bag loop, sim clock reset) resets
   all queues and per-camera stamps, otherwise every later frame would be rejected as BACKWARDS.
+- Bounded matching work: the combinations are searched depth first in the same (lexicographic,
+  nearest-first) order as the plain product, pruning a partial combination as soon as its spread
+  reaches slop (adding stamps never shrinks a spread), so the first valid combination found is the
+  one the product would give. Adversarial stamps can still make that search large (every camera
+  with queue_size candidates all within slop of the new frame but not of each other), so it stops
+  after MATCH_BUDGET visited partial combinations: the frame then forms no set on this arrival
+  (counted as MATCH_LIMIT) and may still match when a later frame arrives. Normal streams visit a
+  handful.
 
 All times are integer nanoseconds on ONE clock: the clock the header stamps live on (the node's ROS
 clock, which is the system wall clock on a robot and /clock in replay). Liveness uses arrival times
@@ -49,7 +57,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import product
 from typing import Any
 
 import numpy as np
@@ -58,6 +65,7 @@ from lightwam_ros.config import SyncConfig
 from lightwam_ros.types import FrameSet
 
 FUTURE_TOLERANCE_NS = 1_000_000_000  # stamps further ahead of now than this are rejected
+MATCH_BUDGET = 4096  # partial combinations visited per arrival at most (see the module doc)
 
 
 class DropReason(Enum):
@@ -70,6 +78,7 @@ class DropReason(Enum):
     EVICTED = "evicted"  # pushed out of a full per-camera queue
     EXPIRED = "expired"  # too old to ever be part of a fresh set
     STALE = "stale"  # a matched set older than max_age (counted once per set)
+    MATCH_LIMIT = "match_limit"  # the combination search hit MATCH_BUDGET (adversarial stamps)
 
 
 @dataclass(frozen=True)
@@ -192,20 +201,23 @@ class FrameSync:
                 return None
             near.sort(key=lambda d: d[0])  # stable: equal deltas keep queue (older-first) order
             candidates.append([s for _, s in near])
-        for combo in product(*candidates):
-            stamps = list(combo)
-            stamps.insert(index, stamp_ns)
-            newest, oldest = max(stamps), min(stamps)
-            if newest - oldest < slop:
-                images = {n: self._cams[n].queue.pop(s) for n, s in zip(self._names, stamps)}
-                self._sets_formed += 1
-                if now_ns - newest > self._config.max_age_ns:
-                    self._drops[DropReason.STALE] += 1
-                    return None
-                self._sets_emitted += 1
-                self._last_set = FrameSet(images=images, stamp_ns=newest, spread_ns=newest - oldest)
-                return self._last_set
-        return None
+        found = _first_combination(candidates, stamp_ns, slop)
+        if found is None:
+            return None
+        if found is _BUDGET_SPENT:
+            self._drops[DropReason.MATCH_LIMIT] += 1
+            return None
+        stamps = list(found)
+        stamps.insert(index, stamp_ns)
+        newest, oldest = max(stamps), min(stamps)
+        images = {n: self._cams[n].queue.pop(s) for n, s in zip(self._names, stamps)}
+        self._sets_formed += 1
+        if now_ns - newest > self._config.max_age_ns:
+            self._drops[DropReason.STALE] += 1
+            return None
+        self._sets_emitted += 1
+        self._last_set = FrameSet(images=images, stamp_ns=newest, spread_ns=newest - oldest)
+        return self._last_set
 
     # -- liveness and counters --------------------------------------------------------------------
 
@@ -230,3 +242,37 @@ class FrameSync:
             last_set_stamp_ns=None if last is None else last.stamp_ns,
             spread_ns=None if last is None else last.spread_ns,
         )
+
+
+_BUDGET_SPENT: tuple[int, ...] = tuple([-1])  # sentinel (identity): the search stopped at MATCH_BUDGET
+
+
+def _first_combination(candidates: list[list[int]], fixed: int, slop: int) -> tuple[int, ...] | None:
+    """The first combination (one stamp per list, lists in order, each list in its order) whose
+    spread together with ``fixed`` is strictly below ``slop``, as itertools.product would meet it;
+    None if there is none, _BUDGET_SPENT if MATCH_BUDGET partial combinations were visited first."""
+    visits = 0
+    chosen: list[int] = []
+
+    def search(depth: int, lo: int, hi: int) -> bool | None:
+        nonlocal visits
+        if depth == len(candidates):
+            return True
+        for s in candidates[depth]:
+            visits += 1
+            if visits > MATCH_BUDGET:
+                return None
+            nlo, nhi = min(lo, s), max(hi, s)
+            if nhi - nlo >= slop:
+                continue
+            chosen.append(s)
+            found = search(depth + 1, nlo, nhi)
+            if found is None or found:
+                return found
+            chosen.pop()
+        return False
+
+    found = search(0, fixed, fixed)
+    if found is None:
+        return _BUDGET_SPENT
+    return tuple(chosen) if found else None

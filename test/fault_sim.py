@@ -108,6 +108,7 @@ class SimRobot:
     silent_cameras: set = field(default_factory=set)
     camera_delay_ns: int = 0  # transport delay: a frame stamped t arrives at t + delay
     publish_joints: bool = True
+    stamp_offset_ns: int = 0  # added to camera stamps (jump_clock moves it with the clock)
     _next: dict = field(default_factory=dict)
 
     @property
@@ -126,9 +127,10 @@ class SimRobot:
         return rgb_to_image(self.frames[i][k % len(self.frames[i])], stamp_ns, self.cameras[i])
 
     def position(self) -> np.ndarray:
-        """Where the simulated robot is: its last forward command, else the start pose."""
+        """Where the simulated robot is: its last command (a trajectory's first point), else the
+        start pose."""
         for _, msg in reversed(self.output.messages):
-            return np.asarray(msg.data, dtype=np.float64)
+            return command_of(msg)
         return joint_positions(0.0, len(self.params["joints.names"]))
 
     def joint_state(self, t_ns: int) -> JointState:
@@ -154,8 +156,9 @@ class SimRobot:
                 i, k = source[1], source[2]
                 self._next.pop(source)
                 self._next[("cam", i, k + 1)] = START_NS + (k + 1) * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS \
-                    + self.camera_delay_ns
-                self._deliver_camera(i, k, START_NS + k * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS)
+                    + self.camera_delay_ns + self.stamp_offset_ns
+                self._deliver_camera(i, k, START_NS + k * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS
+                                     + self.stamp_offset_ns)
             elif kind == "joint":
                 self._next[source] = t + JOINT_PERIOD_NS
                 msg = self.joint_hook(t) if self.joint_hook else (self.joint_state(t) if self.publish_joints else None)
@@ -169,12 +172,19 @@ class SimRobot:
                 if rt is None or not rt.active:
                     continue
                 new = self.output.messages[n:]
-                cmd = np.asarray(new[-1][1].data, dtype=np.float64) if new else None
+                cmd = command_of(new[-1][1]) if new else None
                 self.ticks.append(TickRecord(t, rt.hold, cmd))
             else:
                 self._next[source] = t + DIAG_NS
                 self.node._on_diagnostics()  # noqa: SLF001
         self.clock.now_ns = until
+
+    def jump_clock(self, delta_ns: int) -> None:
+        """Move the clock and every source with it (a /clock restart, a looping bag): camera and
+        joint stamps continue on the new timeline."""
+        self.clock.now_ns += delta_ns
+        self.stamp_offset_ns += delta_ns
+        self._next = {k: t + delta_ns for k, t in self._next.items()}
 
     def _deliver_camera(self, i: int, k: int, t_ns: int) -> None:
         name = self.cameras[i]
@@ -205,6 +215,14 @@ class SimRobot:
 
 
 _ORDER = {"joint": 0, "cam": 1, "tick": 2, "diag": 3}
+
+
+def command_of(msg: Any) -> np.ndarray:
+    """The command a published output message carries: a forward command's values, or a
+    JointTrajectory's first point (what the controller moves to first)."""
+    if hasattr(msg, "data"):
+        return np.asarray(msg.data, dtype=np.float64)
+    return np.asarray(msg.points[0].positions, dtype=np.float64)
 
 
 def _context() -> Any:

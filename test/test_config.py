@@ -22,8 +22,8 @@ BASE = {
     "safety.position_max": [1.5] * N,
     "safety.max_step": [0.05] * N,
 }
-BUNDLE = BundleInfo(cameras=("left_wrist", "head", "right_wrist"), state_names=tuple(f"s{i}" for i in range(N)),
-                    action_names=tuple(f"a{i}" for i in range(N)), trained_steps=24, action_rate_hz=50.0)
+BUNDLE = BundleInfo(cameras=("left_wrist", "head", "right_wrist"), state_names=tuple(f"joint{i}" for i in range(N)),
+                    action_names=tuple(f"joint{i}" for i in range(N)), trained_steps=24, action_rate_hz=50.0)
 
 
 def cfg(**overrides):
@@ -68,7 +68,9 @@ def test_table_matches_brief(name, type_name, default):
 
 def test_only_documented_extra_parameter():
     assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin", "chunk.max_inflight",
-                                                            "control.realtime_priority", "control.switch_interval"}
+                                                            "control.realtime_priority", "control.switch_interval",
+                                                            "joints.future_tolerance", "output.action_space",
+                                                            "output.hold_command"}
 
 
 def test_max_inflight_parameter():
@@ -322,8 +324,9 @@ def test_validate_against_bundle_ok_and_warnings():
     assert validate_against_bundle(cfg(), BUNDLE) == []
     w = validate_against_bundle(cfg(control_rate_hz=25.0), BUNDLE)
     assert len(w) == 1 and "skipped" in w[0]
-    w = validate_against_bundle(cfg(), BundleInfo(**{**BUNDLE.__dict__, "action_rate_hz": None}))
-    assert "control period" in w[0]
+    # no action rate: the time between steps is unknown, so configure refuses (names how to fix it)
+    e = raises("bundle", validate_against_bundle, cfg(), BundleInfo(**{**BUNDLE.__dict__, "action_rate_hz": None}))
+    assert "--action-rate-hz" in str(e)
 
 
 def test_validate_against_bundle_names_the_parameter():

@@ -68,31 +68,26 @@ def _run(control: ControlSim, profile: Profile, seq: list[Step], seed: int = 0) 
     control.episode(profile).run(seq, seed)
 
 
-ISSUE9 = "issue 9: see the regression tests below for the minimal sequences"
 
 
-@pytest.mark.xfail(strict=False, reason=ISSUE9)
 @PROPERTY_SETTINGS
 @given(seq=sequences, seed=st.integers(0, 2**16), workers=st.sampled_from((1, 2)))
 def test_forward_position_invariants(control, seq, seed, workers) -> None:
     _run(control, Profile(mode="forward", workers=workers), seq, seed)
 
 
-@pytest.mark.xfail(strict=False, reason=ISSUE9)
 @PROPERTY_SETTINGS
 @given(seq=sequences, seed=st.integers(0, 2**16), workers=st.sampled_from((1, 2)))
 def test_joint_trajectory_invariants(control, seq, seed, workers) -> None:
     _run(control, Profile(mode="joint_trajectory", workers=workers), seq, seed)
 
 
-@pytest.mark.xfail(strict=False, reason=ISSUE9)
 @PROPERTY_SETTINGS
 @given(seq=sequences, seed=st.integers(0, 2**16))
 def test_delta_action_invariants(control, seq, seed) -> None:
     _run(control, Profile(mode="forward", delta=True), seq, seed)
 
 
-@pytest.mark.xfail(strict=False, reason=ISSUE9)
 @PROPERTY_SETTINGS
 @given(seq=sequences, seed=st.integers(0, 2**16))
 def test_measured_joint_outside_state_invariants(control, seq, seed) -> None:
@@ -112,50 +107,37 @@ def _episode(control: ControlSim, profile: Profile, seq: list[Step], seed: int =
     return ep
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 1: the first command after a silent dry run is capped "
-                                        "from the last command, not from where the robot was moved to")
 def test_first_command_after_dry_run_starts_from_the_moved_robot(control) -> None:
     _episode(control, Profile(mode="forward"), [
         WARM, Step(ticks=3, op="dry_run_on"), Step(ticks=3, op="move"), Step(ticks=30, op="dry_run_off")], seed=1)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 1: the first command after a silent hold "
-                                        "(joint_trajectory) is capped from the last command, not the measured position")
 def test_first_trajectory_after_a_silent_hold_starts_from_the_moved_robot(control) -> None:
     _episode(control, Profile(mode="joint_trajectory"), [
         WARM, Step(ticks=3, op="pause"), Step(ticks=3, op="move"), Step(ticks=30, op="resume")], seed=1)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 1: the first trajectory after activation is two "
-                                        "max_steps from the measured position within one period")
 def test_first_trajectory_point_is_within_max_step_of_the_measured_position(control) -> None:
     _episode(control, Profile(mode="joint_trajectory"), [Step(ticks=30)])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 2: a hold re-publishes the last delta every tick")
 def test_a_hold_publishes_nothing_for_delta_actions(control) -> None:
     _episode(control, Profile(mode="forward", delta=True), [WARM, Step(ticks=3, op="pause")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 2: deactivation sends a hold (the last delta)")
 def test_deactivate_publishes_nothing_for_delta_actions(control) -> None:
     _episode(control, Profile(mode="forward", delta=True), [WARM, Step(ticks=1, op="deactivate")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 3: a NaN measured joint outside joints.names is the "
-                                        "reference of the first command after activation")
 def test_nan_measured_joint_is_never_commanded(control) -> None:
     _episode(control, Profile(mode="forward", aux_joint=True), [
         WARM, Step(ticks=1, op="deactivate"), Step(ticks=20, op="activate", joints="nan_measured")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 4: in dry_run a hold ranked above DRY_RUN still publishes")
 def test_dry_run_never_publishes_even_while_paused(control) -> None:
     _episode(control, Profile(mode="forward"), [WARM, Step(ticks=2, op="dry_run_on"), Step(ticks=3, op="pause")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 5: after a backwards clock jump the plan stays "
-                                        "stamped in the future: new chunks are out of order until the clock catches up")
 def test_backwards_clock_jump_recovers(control) -> None:
     ep = _episode(control, Profile(mode="forward"), [WARM, Step(ticks=100, op="jump_back", arg=30.0)])
     assert ep.rt.hold is None, f"still holding ({ep.rt.hold}) 2 s after the clock jumped back"
@@ -163,8 +145,6 @@ def test_backwards_clock_jump_recovers(control) -> None:
     assert ep.rt.scheduler.stamp_ns <= ep.clock.now_ns, "the plan in flight is stamped in the future"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 6: a joint state stamped in the future stays fresh "
-                                        "after the joint states stop")
 def test_future_stamped_joint_state_does_not_keep_the_state_fresh(control) -> None:
     from lightwam_ros.safety import HoldReason
 
@@ -173,25 +153,18 @@ def test_future_stamped_joint_state_does_not_keep_the_state_fresh(control) -> No
     assert ep.rt.hold is HoldReason.STALE_STATE, f"hold is {ep.rt.hold} 0.4 s after the last joint state"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 8: a JointState with 200k names costs the executor "
-                                        "more than the callback bound")
 def test_huge_joint_state_is_rejected_quickly(control) -> None:
     _episode(control, Profile(mode="forward"), [WARM, Step(ticks=5, op="huge_names")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 8: the joint-name index cache grows with every "
-                                        "distinct name list")
 def test_joint_name_index_cache_is_bounded(control) -> None:
     _episode(control, Profile(mode="forward"), [WARM, Step(ticks=5, op="many_name_lists")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 8: a 10 MB instruction costs every callback")
 def test_huge_instruction_is_cheap(control) -> None:
     _episode(control, Profile(mode="forward"), [WARM, Step(ticks=10, op="huge_instruction")])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9 item 8: a duplicated joint name is read as the measured "
-                                        "position (the last occurrence wins), and the next command starts from it")
 def test_duplicate_joint_name_is_not_taken_as_the_measured_position(control) -> None:
     _episode(control, Profile(mode="forward"), [
         WARM, Step(ticks=1, joints="dup_name"), Step(ticks=1, op="deactivate"),
