@@ -9,22 +9,32 @@ module imports or initializes rclpy.
   topics. The lock dies with the process.
 - ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: never discover participants on other hosts
   (ROS_LOCALHOST_ONLY has no effect in Kilted).
-- FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml: camera-size images are delivered
-  completely through a large shared-memory segment (ros2-notes §2).
+- config/fastdds_shm.xml as the Fast DDS profile: camera-size images are delivered completely
+  through a large shared-memory segment. Set under the variable the Fast DDS in use reads
+  (lightwam_ros.dds_profile: FASTRTPS_DEFAULT_PROFILES_FILE on 2.x/Jazzy, FASTDDS_ on 3.x/Kilted);
+  a 2.x library silently ignores the 3.x name. test_dds_profile.py checks that it takes effect.
 - HOME / ROS_LOG_DIR: rclpy.init() fails without a place for its logs.
+
+Marker `ros`: set automatically on the tests that touch rclpy, ROS messages or DDS, or start the
+node (see _touches_ros); `make test-jazzy` runs exactly those under another ROS distro.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import pytest
 from ros_domain import claim_domain_id
 
+from lightwam_ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+
+
 def _isolate_ros_environment() -> None:
     if "LIGHTWAM_TEST_DOMAIN_ID" in os.environ:  # set by an outer run (pytest inside a test)
         os.environ["ROS_DOMAIN_ID"] = os.environ["LIGHTWAM_TEST_DOMAIN_ID"]
@@ -34,7 +44,9 @@ def _isolate_ros_environment() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    for name in (OLD_VARIABLE, NEW_VARIABLE):  # ours, under the one name this Fast DDS reads
+        os.environ.pop(name, None)
+    os.environ.update(profile_env(FASTDDS_PROFILE))
     if not os.environ.get("HOME") or not os.access(os.environ["HOME"], os.W_OK):
         os.environ["HOME"] = tempfile.mkdtemp(prefix="lightwam_test_home_")
     log_dir = Path(tempfile.gettempdir()) / f"lightwam_test_roslog_{os.getpid()}"
@@ -67,6 +79,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; the skip reason says why)")
+    config.addinivalue_line("markers", "ros: touches rclpy, ROS messages or DDS (set automatically, see _touches_ros)")
     config.addinivalue_line("markers", "numeric: compares float results of CPU kernels (must pass with AVX-512, AVX2 and baseline kernels)")
 
 
@@ -83,3 +96,36 @@ def sim_factory(tiny_bundle: Path):
     yield make
     for s in sims:
         s.close()
+
+
+# What makes a test module a `ros` one, read from its source and from the test/ helper modules it
+# imports (fault_sim, node_harness, ...): rclpy, a ROS interface package (*_msgs, *_srvs), or the
+# package modules that start a node process or DDS participants (node, replay -> live replay, demo).
+# Static on purpose: most modules import rclpy lazily inside functions, so what is imported at
+# collection time says nothing. Erring towards `ros` only costs time under `make test-jazzy`.
+_ROS_SOURCE = re.compile(
+    r"\brclpy\b|\b[a-z0-9_]+_(?:msgs|srvs)\b"
+    r"|\blightwam_ros\.(?:node|replay|replay_live|demo)\b"
+    r"|\bfrom\s+lightwam_ros\s+import\s+[^\n]*\b(?:node|replay|replay_live|demo)\b")
+_ROS_FIXTURES = frozenset({"sim_factory", "ros_domain_id"})
+_TEST_DIR = Path(__file__).resolve().parent
+_touches_ros_cache: dict[Path, bool] = {}
+
+
+def _touches_ros(path: Path, _seen: frozenset[Path] = frozenset()) -> bool:
+    path = path.resolve()
+    if path not in _touches_ros_cache:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        helpers = (_TEST_DIR / f"{name}.py" for name in re.findall(r"^\s*(?:from|import)\s+(\w+)", text, re.M))
+        _touches_ros_cache[path] = bool(_ROS_SOURCE.search(text)) or any(
+            h.is_file() and h.resolve() not in _seen and _touches_ros(h, _seen | {path}) for h in helpers)
+    return _touches_ros_cache[path]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _ROS_FIXTURES.intersection(getattr(item, "fixturenames", ())) or _touches_ros(Path(str(item.path))):
+            item.add_marker(pytest.mark.ros)

@@ -45,6 +45,8 @@ for _path in (REPO_ROOT, REPO_ROOT / "test"):  # the package, and test/ros_domai
 import numpy as np  # noqa: E402
 from ros_domain import claim_domain_id  # noqa: E402
 
+from lightwam_ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env  # noqa: E402
+
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 DEMO_PROFILE = REPO_ROOT / "config" / "demo.yaml"
 OUTPUT_TOPIC = "/bench/commands"
@@ -60,7 +62,11 @@ def isolate_environment() -> dict[str, str]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    # The variable Fast DDS reads differs by major version (2.x: FASTRTPS_, 3.x: FASTDDS_); the other
+    # name is dropped so a profile from the caller's shell cannot shadow ours.
+    for name in (OLD_VARIABLE, NEW_VARIABLE):
+        os.environ.pop(name, None)
+    os.environ.update(profile_env(FASTDDS_PROFILE))
     if not os.environ.get("HOME") or not os.access(os.environ["HOME"], os.W_OK):
         os.environ["HOME"] = tempfile.mkdtemp(prefix="lightwam_bench_home_")
     os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="lightwam_bench_roslog_"))
