@@ -1,6 +1,7 @@
 # lightwam_ros developer entry points. From a fresh clone on a machine with only Python 3.11:
 #   make demo    build the venv, the tiny demo bundle and a synthetic bag, run the node over DDS
-#   make test    build the venv and run the whole test suite (what CI runs, via .ci/run)
+#   make test    build the venvs and run every check below (what CI runs, via .ci/run)
+#   make test-kilted  the whole pytest suite under ROS 2 Kilted (Fast DDS 3.x)
 #   make test-jazzy   the tests marked `ros` (rclpy, messages, DDS) against ROS 2 Jazzy (Fast DDS 2.x)
 #   make test-avx2    the tests marked `numeric` again with the CPU kernels capped at AVX2
 #   make check-py310  the package, launch file and tests use nothing newer than Python 3.10
@@ -54,12 +55,13 @@ export HOME
 
 PYTEST_FLAGS ?= -q --timeout=600
 
-.PHONY: help venv venv-jazzy demo test test-jazzy test-avx2 check-py310 clean-venv
+.PHONY: help venv venv-jazzy demo test test-kilted test-jazzy test-avx2 check-py310 clean-venv
 
 help:
 	@echo "make venv         create $(VENV) with pinned dependencies and the package (editable)"
 	@echo "make demo         run the embedded demo (lightwam demo): outputs under out/demo/"
-	@echo "make test         run the test suite (pytest $(PYTEST_FLAGS) test/)"
+	@echo "make test         every check: check-py310, test-kilted, test-avx2, test-jazzy (what CI runs)"
+	@echo "make test-kilted  run the whole pytest suite (pytest $(PYTEST_FLAGS) test/)"
 	@echo "make test-jazzy   run the tests marked ros under ROS 2 Jazzy (venv $(VENV_JAZZY))"
 	@echo "make test-avx2    rerun the tests marked numeric with CPU kernels capped at AVX2"
 	@echo "make check-py310  check that the code needs nothing newer than Python 3.10 (vermin)"
@@ -79,7 +81,20 @@ demo: $(STAMP)
 	@mkdir -p "$(HOME)"
 	$(VENV)/bin/lightwam demo
 
-test: $(STAMP)
+# Every step runs even after a failure (one run shows all of them); the target fails if any step
+# failed. A pytest step that selects no test exits 5 and so counts as a failure: a marker that
+# selects nothing means that check silently stopped checking.
+TEST_STEPS := check-py310 test-kilted test-avx2 test-jazzy
+
+test:
+	@failed=""; for step in $(TEST_STEPS); do \
+		start=$$SECONDS; echo "=== make $$step"; \
+		if $(MAKE) --no-print-directory $$step; then echo "=== make $$step: ok ($$((SECONDS - start)) s)"; \
+		else echo "=== make $$step: FAILED ($$((SECONDS - start)) s)"; failed="$$failed $$step"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "=== failed:$$failed"; exit 1; fi; echo "=== all checks passed"
+
+test-kilted: $(STAMP)
 	@mkdir -p "$(HOME)"
 	$(PY) -m pytest $(PYTEST_FLAGS) test/
 
