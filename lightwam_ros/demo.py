@@ -16,15 +16,21 @@ into point 0 at its time_from_start, then point to point). The executed track is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
+import os
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lightwam_ros.latency_advice import ChunkTiming, advise
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,7 @@ DEMO_PROFILE = "demo"
 DEMO_INSTRUCTION = "pick up the red block"
 SUMMARY = "summary.json"
 EXECUTED_PLOT = "executed_joints.png"
+PROFILE_FILE = "profile.yaml"  # the demo profile with the settings chosen for this machine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,9 +211,34 @@ def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits) -> Tr
     return executor
 
 
-def node_statistics(output_bag: Path, topic: str = "/diagnostics") -> dict[str, Any]:
+def following_after_first_chunk(samples: Sequence[tuple[int, Mapping[str, str], Mapping[str, str]]],
+                                end_ns: int | None = None) -> dict[str, Any]:
+    """How many control ticks followed the policy once the first chunk was accepted.
+
+    samples: (receive time, control status values, inference status values) of each /diagnostics
+    message, in order. The window runs from the first message that counts an accepted chunk to the
+    last one received at or before end_ns (the end of the recording: after it the inputs stop and
+    the node holds on purpose). Every tick that is not a hold counted by the safety filter
+    ("safety.hold.<reason>") followed the policy. Resolution: one diagnostics period at the start.
+    """
+    def holds(v: Mapping[str, str]) -> int:
+        return sum(int(float(x)) for k, x in v.items() if k.startswith("safety.hold."))
+
+    window = [(t, c, i) for t, c, i in samples if "ticks" in c and (end_ns is None or t <= end_ns)]
+    first = next((k for k, (_, _, i) in enumerate(window) if float(i.get("chunks.accepted", 0)) >= 1), None)
+    if first is None or first == len(window) - 1:
+        return {"ticks": 0, "following": 0, "fraction": 0.0}
+    (_, c0, _), (_, c1, _) = window[first], window[-1]
+    ticks = int(float(c1["ticks"])) - int(float(c0["ticks"]))
+    held = holds(c1) - holds(c0)
+    following = max(0, ticks - held)
+    return {"ticks": ticks, "following": following, "fraction": round(following / ticks, 4) if ticks else 0.0}
+
+
+def node_statistics(output_bag: Path, topic: str = "/diagnostics", end_ns: int | None = None) -> dict[str, Any]:
     """From the node's own /diagnostics: control rate achieved (ticks per second of node clock),
-    wall-clock tick-period jitter, and inference latency percentiles (inference status)."""
+    wall-clock tick-period jitter, inference latency percentiles (inference status), and the share
+    of control ticks that followed the policy after the first chunk (following_after_first_chunk)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.serialization import deserialize_message
 
@@ -214,18 +246,25 @@ def node_statistics(output_bag: Path, topic: str = "/diagnostics") -> dict[str, 
 
     control: list[tuple[int, dict[str, str]]] = []
     inference: dict[str, str] = {}
+    samples: list[tuple[int, dict[str, str], dict[str, str]]] = []
     with BagReader(output_bag) as reader:
         if topic not in reader.info.topics:
             return {"available": False}
         for m in reader.messages([topic]):
+            ctl: dict[str, str] = {}
             for s in deserialize_message(m.raw, DiagnosticArray).status:
                 values = {kv.key: kv.value for kv in s.values}
                 if s.name.endswith(": control"):
                     control.append((m.log_ns, values))
+                    ctl = values
                 elif s.name.endswith(": inference"):
                     inference = values
+            if ctl:
+                samples.append((m.log_ns, ctl, inference))
     control = [(t, v) for t, v in control if v.get("lifecycle") == "active" and "ticks" in v]
     out: dict[str, Any] = {"available": len(control) >= 2}
+    out["after_first_chunk"] = following_after_first_chunk(
+        [(t, c, i) for t, c, i in samples if c.get("lifecycle") == "active"], end_ns)
     if out["available"]:
         (t0, v0), (t1, v1) = control[0], control[-1]
         out["rate_hz"] = (int(v1["ticks"]) - int(v0["ticks"])) / ((t1 - t0) / 1e9)
@@ -275,6 +314,231 @@ def plot_executed(path: Path, names: Sequence[str], times_ns: np.ndarray, positi
 
 
 # ---------------------------------------------------------------------------------------------
+# Settings for this machine: measured before the node starts (the bundle does not matter here)
+# ---------------------------------------------------------------------------------------------
+
+# The latency measured below, with nothing else of the demo running, can grow in the live run: the
+# replay process (bag playback, /clock, the recorder) and the node's executor share the CPU with
+# inference. On a busy 2-core machine the node's p50 was 0.7x to 1.75x the latency measured alone
+# (torch: 1.75x), so the choice plans for twice the measured latency. The control rate stays the
+# bundle's action rate: a chunk lasts its steps times the action period whatever the control rate,
+# so lowering it would not let a slow model keep up (latency_advice).
+LIVE_LOAD_FACTOR = 2.0
+# Slowest playback the demo picks by itself (an 8 s bag then takes 80 s).
+MIN_RATE = 0.1
+MEASURE_RUNS = 5
+BACKENDS = ("auto", "torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run inference on this CPU: a backend and torch's intra-op thread count (the
+    node's OMP_NUM_THREADS; on a busy machine one thread is often faster than all cores, because
+    threads that wait for a preempted sibling waste their time slices)."""
+
+    backend: str
+    threads: int
+
+    @property
+    def label(self) -> str:
+        if self.backend != "torch":  # ONNX Runtime sizes its own thread pool; torch only preprocesses
+            return self.backend
+        return f"{self.backend} ({self.threads} thread{'s' if self.threads > 1 else ''})"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs the node with, and why (printed, and kept in summary.json)."""
+
+    backend: str
+    threads: int
+    rate: float  # playback rate: bag seconds per wall second (the node runs on the bag clock)
+    latency_ms: float | None  # measured p50 of the chosen candidate, alone on this machine
+    expected_ms: float | None  # what the live run is planned for (latency_ms * LIVE_LOAD_FACTOR)
+    measured_ms: dict[str, float]  # candidate label -> measured p50
+    verdict: str  # latency_advice.Verdict at real time for expected_ms
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "torch_threads": self.threads, "playback_rate": self.rate,
+                "latency_ms": self.latency_ms, "expected_live_latency_ms": self.expected_ms,
+                "measured_ms": dict(self.measured_ms), "verdict": self.verdict, "reasons": list(self.reasons)}
+
+
+def _round_down(x: float, step: float = 0.05) -> float:
+    return math.floor(x / step + 1e-9) * step
+
+
+def choose_settings(measured: Mapping[Candidate, float], timing: ChunkTiming, *, rate: float | None = None,
+                    load_factor: float = LIVE_LOAD_FACTOR, min_rate: float = MIN_RATE) -> DemoSettings:
+    """Pick the fastest measured candidate and a playback rate at which its latency fits a chunk.
+
+    timing: latency_advice.ChunkTiming of the node's chunks. Real time (rate 1) when the expected
+    live latency keeps the command gapless; otherwise the bag is played slower, so that on the
+    node's clock (the bag clock) inference takes rate x its wall time and fits the gapless budget.
+    Everything else runs as on a robot at that clock; the reasons say what a robot would need.
+    Pure: the measurements come in, nothing is run here.
+    """
+    if not measured:
+        raise ValueError("no inference candidate could be measured")
+    best = min(measured, key=lambda c: measured[c])  # dicts keep order: ties go to the first listed
+    latency = float(measured[best])
+    expected = latency * load_factor
+    others = ", ".join(f"{c.label} {ms:.0f} ms" for c, ms in measured.items() if c != best)
+    reasons = [f"inference: {best.label}, {latency:.0f} ms here" + (f" (measured too: {others})" if others else "")]
+    advice = advise(expected, timing, best.backend, "cpu")
+    budget_ms = timing.gapless_budget_ns / 1e6
+    if rate is not None:
+        chosen = float(rate)
+        reasons.append(f"playback rate {chosen:g} (given)")
+    elif not advice.too_slow:
+        chosen = 1.0
+        reasons.append(f"real time: {expected:.0f} ms expected in the live run ({load_factor:g} x, the replay "
+                       f"shares the CPU) fits {advice.message.split(' fits ', 1)[-1]}")
+    else:
+        chosen = max(min_rate, min(1.0, _round_down(budget_ms / expected)))
+        reasons.append(f"{expected:.0f} ms expected in the live run ({load_factor:g} x, the replay shares the CPU) "
+                       f"is more than the {budget_ms:.0f} ms a {timing.steps}-step chunk allows with one inference "
+                       f"at a time, so the bag plays at {chosen:g}x real time: on the node's (bag) clock inference "
+                       f"then takes {chosen * expected:.0f} ms. A robot at real time would need: "
+                       + " / ".join(advice.remedies or ("a faster machine",)))
+        if chosen * expected > budget_ms:
+            reasons.append(f"even at {chosen:g}x inference does not fit; expect holds between chunks")
+    return DemoSettings(best.backend, best.threads, chosen, round(latency, 1), round(expected, 1),
+                        {c.label: round(ms, 1) for c, ms in measured.items()}, advice.verdict.value, tuple(reasons))
+
+
+def ensure_onnx(bundle: Path) -> str | None:
+    """Add the float32 ONNX export to the bundle unless it has one; None when it is there, else why not."""
+    try:
+        import onnxruntime  # noqa: F401
+        import torch
+
+        from lightwam_ros.bundle import Bundle
+
+        if "float32" in Bundle.load(bundle, verify=False).onnx:
+            return None
+        from lightwam_ros.onnx_export import export_onnx
+
+        log.info("adding the ONNX export to %s (once; ONNX Runtime is often faster than torch on a CPU)", bundle)
+        export_onnx(bundle, dtype=torch.float32, device="cpu")
+        return None
+    except Exception as exc:  # noqa: BLE001 - no onnxruntime/onnxscript, read-only bundle: torch only
+        return f"no ONNX export ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+
+
+def measure_candidates(bundle: Path, candidates: Sequence[Candidate], steps: int | None = None,
+                       runs: int = MEASURE_RUNS) -> dict[Candidate, float]:
+    """p50 of `runs` whole-pipeline inferences (after one warm-up) per candidate, in this process.
+    A candidate already 3x slower than the best so far is not run to the end (on a busy machine one
+    such run can take seconds, and it cannot win)."""
+    import torch
+
+    from lightwam_ros.pipeline import PolicyPipeline
+
+    out: dict[Candidate, float] = {}
+    threads0 = torch.get_num_threads()
+    for c in candidates:
+        try:
+            torch.set_num_threads(c.threads)
+            with PolicyPipeline.from_bundle(bundle, backend=c.backend, device="cpu", dtype="float32",
+                                            steps=steps) as pipe:
+                pipe.warmup(1)
+                h, w = pipe.embodiment.layout.canvas_hw
+                images = {cam: np.full((h, w, 3), 128, np.uint8) for cam in pipe.cameras}
+                instruction = pipe.known_instructions[0]
+                times: list[float] = []
+                best = min(out.values(), default=math.inf)
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    pipe.predict(images, pipe.neutral_state(), instruction, 0)
+                    times.append(1e3 * (time.perf_counter() - t0))
+                    if min(times) > 3 * best:
+                        break
+            out[c] = float(np.median(times))
+            log.info("measured %s: p50 %.1f ms (%s)", c.label, out[c], ", ".join(f"{t:.0f}" for t in times))
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is simply not chosen
+            log.warning("cannot run %s here: %s", c.label, exc)
+        finally:
+            torch.set_num_threads(threads0)
+    return out
+
+
+def demo_candidates(backend: str, onnx_ok: bool, cpu_threads: int, env_threads: str | None) -> list[Candidate]:
+    """torch with one thread and with all (unless OMP_NUM_THREADS fixes it), and onnx if available."""
+    if env_threads and env_threads.isdigit() and int(env_threads) > 0:
+        counts = [int(env_threads)]
+    else:
+        counts = sorted({1, max(1, cpu_threads)})
+    out: list[Candidate] = []
+    if backend in ("auto", "onnx") and onnx_ok:
+        out.append(Candidate("onnx", counts[0]))
+    if backend in ("auto", "torch") or not out:
+        out += [Candidate("torch", n) for n in counts]
+    return out
+
+
+def pick_settings(options: DemoOptions, timing: ChunkTiming) -> DemoSettings:
+    """Measure this machine and choose (backend, threads, playback rate); logs what and why."""
+    import torch
+
+    onnx_note = ensure_onnx(options.bundle) if options.backend in ("auto", "onnx") else "not wanted (--backend)"
+    if onnx_note:
+        log.info("onnx backend unavailable: %s", onnx_note)
+    candidates = demo_candidates(options.backend, onnx_note is None, torch.get_num_threads(),
+                                 os.environ.get("OMP_NUM_THREADS"))
+    settings = choose_settings(measure_candidates(options.bundle, candidates, timing.steps), timing,
+                               rate=options.rate)
+    for r in settings.reasons:
+        log.info("demo settings: %s", r)
+    return settings
+
+
+def paced_rate(bundle: Path, timing: ChunkTiming, backend: str = "torch", threads: int = 1,
+               runs: int = 3) -> float:
+    """The playback rate choose_settings picks for one backend on this machine, now: for live runs
+    (tests, benchmarks) that must see inference fit a chunk on the node's clock at any CPU speed.
+    Start the node with OMP_NUM_THREADS=threads so that it runs what was measured."""
+    return choose_settings(measure_candidates(bundle, [Candidate(backend, threads)], timing.steps, runs),
+                           timing).rate
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the node process the replay starts (it inherits os.environ)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def write_profile(base: str, out: Path, overrides: Mapping[str, Any]) -> Path:
+    """The base profile with `overrides` (flat dotted names) applied, as a file the replay can load."""
+    import yaml
+
+    from lightwam_ros.config import resolve_profile
+
+    doc = yaml.safe_load(resolve_profile(base).read_text())
+    (node, body), = doc.items()
+    for name, value in overrides.items():
+        *parents, leaf = name.split(".")
+        d = body["ros__parameters"]
+        for key in parents:
+            d = d.setdefault(key, {})
+        d[leaf] = value
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# written by `lightwam demo`: profile {base!r} with the settings it chose for this machine\n"
+                   + yaml.safe_dump({node: body}, sort_keys=False))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The demo run
 # ---------------------------------------------------------------------------------------------
 
@@ -289,6 +553,8 @@ class DemoOptions:
     camera_hz: float = 30.0
     mode: str = "live"  # live: over DDS to a node process; offline: node callbacks on the bag clock
     seed: int = 0
+    backend: str = "auto"  # live: auto = the fastest measured here (onnx / torch), or torch | onnx
+    rate: float | None = None  # live playback rate; None = chosen from the measured latency
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -297,6 +563,10 @@ class DemoOptions:
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
         if self.mode not in ("live", "offline"):
             raise ValueError(f"--mode must be live or offline, got {self.mode!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.rate is not None and not (0 < self.rate <= 10 and math.isfinite(self.rate)):
+            raise ValueError(f"--rate must be in (0, 10], got {self.rate}")
 
 
 @dataclass
@@ -330,7 +600,7 @@ def _fresh_out_dir(out: Path) -> None:
     for name in ("input_bag", "replay"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in (SUMMARY, EXECUTED_PLOT):
+    for name in (SUMMARY, EXECUTED_PLOT, PROFILE_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -345,10 +615,16 @@ def run_demo(options: DemoOptions) -> DemoResult:
                             rate_hz=options.camera_hz, instructions=(TimedInstruction(DEMO_INSTRUCTION, 0.0),),
                             seed=options.seed)
     bag = write_synthetic_bag(spec, options.out / "input_bag")
-    replay = run_replay(ReplayOptions(bag=bag, profile=DEMO_PROFILE, out=options.out / "replay",
-                                      bundle=str(options.bundle.resolve()), mode=options.mode))
     _, params = load_profile(DEMO_PROFILE)
     cfg = from_params({**params, "bundle": str(options.bundle)})
+    profile, rate, env, settings = DEMO_PROFILE, 1.0, {}, None
+    if options.mode == "live":  # offline runs on the bag clock with simulated latency: nothing to adapt
+        settings = pick_settings(options, demo_chunk_timing(options.bundle, cfg))
+        profile = str(write_profile(DEMO_PROFILE, options.out / PROFILE_FILE, {"backend": settings.backend}))
+        rate, env = settings.rate, {"OMP_NUM_THREADS": str(settings.threads)}
+    with _environment(env):
+        replay = run_replay(ReplayOptions(bag=bag, profile=profile, out=options.out / "replay",
+                                          bundle=str(options.bundle.resolve()), mode=options.mode, rate=rate))
     limits = ExecutorLimits.from_config(cfg)
     executor = execute_recorded(replay.output_bag, cfg.output.topic, limits)
     times, positions = executor.executed(spec.start_ns, spec.end_ns, cfg.control_period_ns)
@@ -366,7 +642,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "frame_sets": r.get("delivery") or r.get("frame_sets"),
         "chunks": {"published": r["chunks"]["published"], "steps": r["chunks"]["steps_published"]},
         "latency_ms": r.get("latency_ms", {}),
-        "node": node_statistics(replay.output_bag),
+        "settings": settings.to_dict() if settings else {"backend": cfg.backend.value, "playback_rate": None},
+        "node": node_statistics(replay.output_bag, end_ns=spec.end_ns),
         "executor": executor.report.to_dict(),
         "outputs": {"bag": str(replay.output_bag), "topics": r["outputs"]["topics"],
                     "replay_report": str(replay.report_path), "replay_plot": str(replay.plot_path),
@@ -375,6 +652,18 @@ def run_demo(options: DemoOptions) -> DemoResult:
     summary_path = options.out / SUMMARY
     summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
     return DemoResult(summary, summary_path, plot, replay.output_bag)
+
+
+def demo_chunk_timing(bundle: Path, cfg: Any) -> ChunkTiming:
+    """The node's chunk geometry for this bundle and profile (steps used, action period, requests in
+    flight: one on a CPU, where inference does not overlap)."""
+    from lightwam_ros.bundle import Bundle
+
+    b = Bundle.load(bundle, verify=False)
+    emb = b.embodiment
+    steps = min(cfg.chunk.steps_limit(int(emb.trained_steps)), b.model_config.horizon)
+    rate_hz = emb.action_rate_hz or cfg.control_rate_hz
+    return ChunkTiming(steps, int(round(1e9 / rate_hz)), 1)
 
 
 def _arrival_times(output_bag: Path, topic: str) -> list[int]:
@@ -402,8 +691,14 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lat = (summary.get("latency_ms") or {}).get("total") or {}
     node = summary["node"]
     ex = summary["executor"]
+    settings = summary.get("settings") or {}
     lines = [f"lightwam demo ({summary['mode']}): {summary['input_bag']['seconds']:.0f} s synthetic bag, "
              f"{len(summary['input_bag']['cameras'])} cameras at {summary['input_bag']['camera_hz']:g} Hz"]
+    if settings.get("reasons"):
+        rate = settings["playback_rate"]
+        lines.append(f"settings: backend {settings['backend']}, torch threads {settings['torch_threads']}, "
+                     f"playback {'real time' if rate == 1 else f'{rate:g}x real time'}")
+        lines += [f"  why: {r}" for r in settings["reasons"]]
     if fs:
         lines.append("frame sets: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fs.items()
                                                 if isinstance(v, (int, float))))
@@ -418,6 +713,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         jitter = (f"; wall-clock tick period mean {node['tick_period_ms_mean']:.1f} ms, p99 "
                   f"{node['tick_period_ms_p99']:.1f} ms") if "tick_period_ms_p99" in node else ""
         lines.append(f"control rate achieved: {node['rate_hz']:.1f} Hz (node clock){jitter}")
+    after = node.get("after_first_chunk") or {}
+    if after.get("ticks"):
+        rest = "; the rest held between chunks" if after["following"] < after["ticks"] else ""
+        lines.append(f"following the policy on {after['following']} of {after['ticks']} control ticks after the "
+                     f"first chunk ({100 * after['fraction']:.0f} %){rest}")
     lines.append(f"executor stand-in: {ex['plan_trajectories']} trajectories + {ex['hold_trajectories']} holds, "
                  f"{ex['violations']} violations, max seam {ex['max_seam_jump_periods']:.2f} periods of max_step")
     for v in ex["first_violations"]:

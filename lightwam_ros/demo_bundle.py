@@ -57,7 +57,7 @@ def demo_model_config(size: str) -> ModelConfig:
     return cfg
 
 
-def demo_embodiment() -> Embodiment:
+def demo_embodiment(action_rate_hz: float = DEMO_ACTION_RATE_HZ) -> Embodiment:
     mean = [*_ARM_MEAN, *_ARM_MEAN]
     std = [*_ARM_STD, *_ARM_STD]
     lo = [0.0 if n.endswith("gripper") else m - 3 * s for n, m, s in zip(DEMO_JOINT_NAMES, mean, std)]
@@ -69,7 +69,7 @@ def demo_embodiment() -> Embodiment:
         state_names=DEMO_JOINT_NAMES,
         normalization={"mode": "z-score", "action": dict(stats), "state": dict(stats)},
         trained_steps=DEMO_TRAINED_STEPS,
-        action_rate_hz=DEMO_ACTION_RATE_HZ,
+        action_rate_hz=float(action_rate_hz),
     )
 
 
@@ -128,12 +128,20 @@ def demo_contexts(cfg: ModelConfig, seed: int, dtype: torch.dtype) -> dict[str, 
     return out
 
 
-def write_demo_bundle(out: str | Path, size: str = "tiny", seed: int = 0) -> Bundle:
-    """Write the demo bundle of the given size to `out` and return it (verified)."""
+def write_demo_bundle(out: str | Path, size: str = "tiny", seed: int = 0,
+                      action_rate_hz: float = DEMO_ACTION_RATE_HZ) -> Bundle:
+    """Write the demo bundle of the given size to `out` and return it (verified).
+
+    action_rate_hz: the time between chunk steps the bundle declares (the weights do not depend on
+    it). Tests that run a node on the wall clock use a slower rate, so that a chunk outlasts the
+    inference latency of a slow or busy CPU; everything else keeps the 50 Hz default.
+    """
+    if not (action_rate_hz > 0 and math.isfinite(action_rate_hz)):
+        raise ValueError(f"action_rate_hz must be > 0, got {action_rate_hz}")
     cfg = demo_model_config(size)
     dtype = DEMO_DTYPES[size]
     weights: Mapping[str, Mapping[str, LazyTensor]] = demo_weights(cfg, seed, dtype)
     log.info("demo bundle %s: size %s, seed %d, %s, %d parameters", out, size, seed, dtype,
              sum(math.prod(t.shape) for ts in weights.values() for t in ts.values()))
-    return Bundle.write(out, cfg, demo_embodiment(), weights, demo_contexts(cfg, seed, dtype),
+    return Bundle.write(out, cfg, demo_embodiment(action_rate_hz), weights, demo_contexts(cfg, seed, dtype),
                         source={"demo": {"size": size, "seed": int(seed)}})

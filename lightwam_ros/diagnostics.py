@@ -15,7 +15,9 @@ Four statuses, named "<node>: cameras | sync | inference | control", so a robot_
   WARN when frames were dropped this period for a reason that means a clock, latency or wiring
   problem (future, backwards, duplicate, stale, unknown camera; not the routine evicted/expired).
 - inference: backend/device/dtype, chunk outcomes, latency percentiles per stage; WARN if the
-  latency makes a gapless command impossible (ChunkScheduler.keeps_up) or chunks expire.
+  latency makes a gapless command impossible (ChunkScheduler.keeps_up) or chunks expire, saying
+  what to change (latency_advice: with the chunk geometry it names the numbers, e.g. "inference
+  515 ms > 460 ms usable in a 24-step chunk (480 ms at 50 Hz): every chunk will expire ...").
 - control: hold reason, queue depth (plan steps ahead), safety counters; level by HOLD_LEVELS.
 Rates are differences of cumulative counters between two ``statuses`` calls, so nothing is counted
 twice and the aggregator needs no callbacks on the hot path.
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lightwam_ros.latency_advice import ChunkTiming, LatencyAdvice, advise, remedies
 from lightwam_ros.safety import HoldReason
 from lightwam_ros.scheduler import ChunkOutcome
 from lightwam_ros.sync import DropReason, SyncStats
@@ -102,6 +105,11 @@ class DiagnosticsInput:
     dtype: str
     expected_latency_ns: int | None = None  # ChunkScheduler.expected_latency_ns
     keeps_up: bool | None = None  # ChunkScheduler.keeps_up(expected latency, steps, dt, age, max_inflight)
+    # The chunk's geometry, when known: the inference message then names the numbers and what to
+    # change (latency_advice.advise); without it the message is the same verdict in general terms.
+    chunk_steps: int | None = None  # chunk.steps_limit(trained_steps)
+    dt_ns: int | None = None  # the bundle's action period
+    max_inflight: int | None = None  # requests in flight at once (after the backend's cap)
     state_age_ns: int | None = None  # now - last joint state stamp
     instruction: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # added to the control status values
@@ -175,8 +183,13 @@ class Diagnostics:
         if total["n"]:
             msg += f", total p50 {total['p50']:.1f} ms p99 {total['p99']:.1f} ms"
         level = Level.OK
-        if inp.keeps_up is False:
-            level, msg = Level.WARN, msg + "; too slow for a gapless command ((1 + 1/max_inflight) x latency > chunk)"
+        advice = _latency_advice(inp)
+        if advice is not None and advice.too_slow:
+            level, msg = Level.WARN, msg + "; " + advice.message
+        elif inp.keeps_up is False:
+            fixes = remedies(inp.backend, inp.device)
+            level, msg = Level.WARN, msg + ("; too slow for a gapless command ((1 + 1/max_inflight) x latency > "
+                                            "chunk)" + ("; try " + " / ".join(fixes) if fixes else ""))
         if d_out[ChunkOutcome.EXPIRED] > 0:
             level, msg = Level.WARN, msg + f"; {d_out[ChunkOutcome.EXPIRED]} chunks expired on arrival"
         inference = status(f"{n}: inference", level, msg, inf_values)
@@ -192,3 +205,11 @@ class Diagnostics:
         control = status(f"{n}: control", HOLD_LEVELS[inp.hold],
                          "following the policy" if inp.hold is None else f"holding: {inp.hold.value}", ctl_values)
         return [cams, sync, inference, control]
+
+
+def _latency_advice(inp: DiagnosticsInput) -> LatencyAdvice | None:
+    """The latency verdict for the expected request-to-chunk latency, when the chunk geometry is known."""
+    if inp.expected_latency_ns is None or not inp.chunk_steps or not inp.dt_ns:
+        return None
+    timing = ChunkTiming(inp.chunk_steps, inp.dt_ns, max(1, inp.max_inflight or 1))
+    return advise(inp.expected_latency_ns / 1e6, timing, inp.backend, inp.device)

@@ -38,7 +38,12 @@ from lightwam_ros.replay_metrics import percentiles
 
 log = logging.getLogger(__name__)
 
-CLOCK_RATE_HZ = 1000.0  # /clock publications per wall second (timer granularity of the node)
+# /clock publications per wall second at rate >= 1 (timer granularity of the node). Below real time
+# the rate scales with the playback rate, so the node still sees a 1 ms step of bag time without the
+# replay spending wall-clock CPU on ticks nobody can tell apart: a slow replay is chosen because the
+# CPU is short (`lightwam demo` on a slow machine, load-robust tests).
+CLOCK_RATE_HZ = 1000.0
+
 ACTIVATE_TIMEOUT_S = 300.0  # configure loads, verifies and warms up the model
 MATCH_TIMEOUT_S = 30.0
 SETTLE_S = 1.0  # after matching, the first ~0.6 s of samples can be lost (ros2-notes §2)
@@ -49,6 +54,11 @@ STOP_TIMEOUT_S = 20.0
 # end is < 100 ms into the tail, before joints.max_age / camera_timeout can expire. Only the
 # diagnostics rate is changed; control, sync and inference run with the profile's parameters.
 LIVE_DIAGNOSTICS_HZ = 10.0
+
+
+def clock_rate_hz(rate: float) -> float:
+    """/clock publications per wall second for a playback rate (bag seconds per wall second)."""
+    return CLOCK_RATE_HZ * min(1.0, rate)
 
 
 class BagClock:
@@ -164,7 +174,7 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
         spin.start()
 
         def clock_loop() -> None:
-            period = 1.0 / CLOCK_RATE_HZ
+            period = 1.0 / clock_rate_hz(options.rate)
             next_wall = time.monotonic()
             while not stop_clock.is_set():
                 t = clock.now_ns()

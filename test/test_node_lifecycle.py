@@ -6,6 +6,11 @@
 - A user's mistake (wrong parameter, missing or corrupted bundle) must fail configure with exactly
   one error naming the parameter or file, and leave the node unconfigured (and re-configurable).
 - The launch plan's command line (what policy.launch.py runs) starts a working node in a namespace.
+
+Nodes run on the wall clock here. Where a test needs chunks to arrive before they expire, the bundle
+declares 5 Hz chunk steps (a 24-step chunk lasts 4.8 s; same weights as the demo bundle) and torch
+runs one thread, so inference fits a chunk on a slow or busy machine too; no wall-clock speed is
+asserted (rates are bounded from above only).
 """
 
 from __future__ import annotations
@@ -23,10 +28,19 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from node_harness import RobotStandIn, as_overrides, demo_parameters, ros_context, spinning
 
+from lightwam_ros.demo_bundle import write_demo_bundle
 from lightwam_ros.launch_config import plan_from_arguments
 from lightwam_ros.node import PolicyNode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ACTION_RATE_HZ = 5.0  # chunk steps of the slow_bundle (module doc)
+
+
+@pytest.fixture(scope="module")
+def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo bundle declaring 5 Hz chunk steps: a chunk outlasts inference on any CPU here."""
+    return write_demo_bundle(tmp_path_factory.mktemp("bundle") / "demo_tiny_5hz", "tiny", seed=0,
+                             action_rate_hz=ACTION_RATE_HZ).path
 
 
 def _command_rate(robot: RobotStandIn, seconds: float) -> float:
@@ -36,8 +50,8 @@ def _command_rate(robot: RobotStandIn, seconds: float) -> float:
     return sum(1 for t, _ in robot.snapshot().commands if t >= start) / seconds
 
 
-def test_lifecycle_transitions_over_services(tiny_bundle) -> None:
-    params = demo_parameters(tiny_bundle, output__mode="forward", output__topic="/demo/forward_controller/commands")
+def test_lifecycle_transitions_over_services(slow_bundle) -> None:
+    params = demo_parameters(slow_bundle, output__mode="forward", output__topic="/demo/forward_controller/commands")
     with ros_context() as ctx:
         node = PolicyNode("lw_lifecycle", context=ctx, parameter_overrides=as_overrides(params))  # no autostart
         robot = RobotStandIn(ctx, params, instruction="pick up the red block", policy_name="/lw_lifecycle")
@@ -53,9 +67,12 @@ def test_lifecycle_transitions_over_services(tiny_bundle) -> None:
             assert robot.lifecycle(Transition.TRANSITION_ACTIVATE)
             assert robot.lifecycle_state() == "active"
             robot.wait_for(lambda r: len(r.commands) >= 5, 30, "forward commands")
-            rate = _command_rate(robot, 2.0)  # a command every tick, holding or following
-            assert 0.8 * params["control_rate_hz"] <= rate <= 1.05 * params["control_rate_hz"], rate
-            robot.wait_for(lambda r: len(r.chunks) >= 1, 30, "a chunk")
+            # a command every tick, holding or following: never more often than the timer's period
+            # (how close a busy machine gets to it is a wall-clock speed, not asserted)
+            assert node.runtime.control_timer.timer_period_ns == round(1e9 / params["control_rate_hz"])
+            rate = _command_rate(robot, 2.0)
+            assert 0 < rate <= 1.05 * params["control_rate_hz"], rate
+            robot.wait_for(lambda r: len(r.chunks) >= 1, 90, "a chunk")
             assert all(len(m.data) == 14 for _, m in robot.snapshot().commands)
 
             assert robot.lifecycle(Transition.TRANSITION_DEACTIVATE)
@@ -152,23 +169,24 @@ def _policy_node_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "lightwam_ros.node"]
 
 
-def test_launch_plan_command_starts_an_acting_node_in_a_namespace(tiny_bundle, tmp_path: Path) -> None:
+def test_launch_plan_command_starts_an_acting_node_in_a_namespace(slow_bundle, tmp_path: Path) -> None:
     """What policy.launch.py does, without launch_ros: the plan's command line, namespace, remap,
     bundle override and --autostart; the node must come up active and publish trajectories."""
-    plan = plan_from_arguments({"robot": "demo", "bundle": str(tiny_bundle), "namespace": "cell1", "dtype": "bfloat16",
+    plan = plan_from_arguments({"robot": "demo", "bundle": str(slow_bundle), "namespace": "cell1", "dtype": "bfloat16",
                                 "remap": "/demo/arm_controller/joint_trajectory:=/cell1/jtc/joint_trajectory"},
                                share_dir=REPO_ROOT)
     params_file = plan.write_params_file(tmp_path)
     argv = _policy_node_command() + plan.command("policy_node", params_file)[1:]
     log = open(tmp_path / "node.log", "w")
-    proc = subprocess.Popen(argv, env=plan.environment(), stdout=log, stderr=subprocess.STDOUT)
+    env = plan.environment() | {"OMP_NUM_THREADS": "1"}  # one torch thread: robust when cores are busy
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         robot_params = dict(plan.parameters, **{"output.topic": "/cell1/jtc/joint_trajectory"})
         with ros_context() as ctx:
             robot = RobotStandIn(ctx, robot_params, instruction="pick up the red block",
                                  policy_name="/cell1/lightwam_policy")
             with spinning([robot]):
-                robot.wait_for(lambda r: sum(len(m.points) > 1 for _, m in r.trajectories) >= 2, 120,
+                robot.wait_for(lambda r: sum(len(m.points) > 1 for _, m in r.trajectories) >= 2, 180,
                                f"trajectories from the launched node (log: {tmp_path / 'node.log'})")
                 assert robot.lifecycle_state() == "active"
                 assert robot.snapshot().chunks, "~/action_chunk must be under the node's namespace"
