@@ -119,10 +119,13 @@ test-jazzy: $(STAMP_JAZZY)
 	$(PY_JAZZY) -m pytest $(PYTEST_FLAGS) -m ros test/
 
 # Same numerics with the CPU kernels capped at AVX2 (what older robot computers have): the default
-# run uses AVX-512 where the CPU has it, and the tolerances must hold on both code paths.
+# run uses AVX-512 where the CPU has it, and the tolerances must hold on both code paths. The ONNX
+# export/Runtime tests are left out: the switches act on torch and oneDNN only (ONNX Runtime picks
+# its own kernels), and the exports are the slowest tests of the suite.
 test-avx2: $(STAMP)
 	@mkdir -p "$(HOME)"
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(PYTEST_FLAGS) -m numeric test/
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(PYTEST_FLAGS) -m numeric \
+		-k "not onnx and not export" test/
 
 check-py310: $(STAMP)
 	$(VENV)/bin/vermin --no-tips --violations -t=3.10- --eval-annotations \
