@@ -111,8 +111,14 @@ class TrajectoryExecutor:
         return self._q[i] + a * (self._q[i + 1] - self._q[i])
 
     def receive(self, arrival_ns: int, joint_names: Sequence[str], stamp_ns: int, times_ns: np.ndarray,
-                positions: np.ndarray) -> list[str]:
-        """Check one JointTrajectory and execute it from arrival_ns; returns this message's violations."""
+                positions: np.ndarray, measured: np.ndarray | None = None) -> list[str]:
+        """Check one JointTrajectory and execute it from arrival_ns; returns this message's violations.
+
+        ``measured``: the joint positions the node was last given (in output order). After a hold
+        the node starts a trajectory from the measured position -- nobody commanded the robot
+        meanwhile, so that is where it is. On a robot the measured and the executed positions are
+        the same; in the demo the joint states come from the recorded bag (open loop), not from
+        this stand-in, so a seam counts as continuous with either of them."""
         lim, tol = self.limits, self.limits.tolerance
         rep = self.report
         rep.trajectories += 1
@@ -159,6 +165,8 @@ class TrajectoryExecutor:
             here = self.position(arrival_ns)
             if here is not None:
                 periods = float(np.max(np.abs(p[0] - here) / lim.max_step))
+                if measured is not None:
+                    periods = min(periods, float(np.max(np.abs(p[0] - measured) / lim.max_step)))
                 rep.max_seam_jump_periods = max(rep.max_seam_jump_periods, periods)
                 allowed = t[0] / lim.control_period_ns + lim.seam_slack_periods
                 if periods > allowed + 1e-6:
@@ -189,8 +197,32 @@ class TrajectoryExecutor:
             np.zeros((0, len(self.limits.joint_names)))
 
 
-def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits) -> TrajectoryExecutor:
-    """Feed the trajectories the node published (recorded at their arrival times) to the executor."""
+def read_joint_states(bag: Path, topic: str, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps [N], positions [N, len(names)]) of a bag's JointState topic, by name, in stamp order."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import JointState
+
+    from lightwam_ros.bags import BagReader
+    from lightwam_ros.images import time_to_ns
+
+    stamps, rows = [], []
+    with BagReader(bag) as reader:
+        if topic in reader.info.topics:
+            for m in reader.messages([topic]):
+                msg = deserialize_message(m.raw, JointState)
+                where = dict(zip(msg.name, msg.position))
+                if all(n in where for n in names):
+                    stamps.append(time_to_ns(msg.header.stamp))
+                    rows.append([where[n] for n in names])
+    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+    return (np.asarray(stamps, dtype=np.int64)[order],
+            np.asarray(rows, dtype=np.float64).reshape(len(stamps), len(names))[order])
+
+
+def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits,
+                     joint_states: tuple[np.ndarray, np.ndarray] | None = None) -> TrajectoryExecutor:
+    """Feed the trajectories the node published (recorded at their arrival times) to the executor;
+    ``joint_states`` (read_joint_states of the input bag) give the measured position at each arrival."""
     from rclpy.serialization import deserialize_message
     from trajectory_msgs.msg import JointTrajectory
 
@@ -206,8 +238,12 @@ def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits) -> Tr
             msg = deserialize_message(m.raw, JointTrajectory)
             times = np.array([duration_to_ns(pt.time_from_start) for pt in msg.points], dtype=np.int64)
             positions = np.array([list(pt.positions) for pt in msg.points], dtype=np.float64)
+            measured = None
+            if joint_states is not None and len(joint_states[0]):
+                k = int(np.searchsorted(joint_states[0], m.log_ns, side="right")) - 1
+                measured = joint_states[1][k] if k >= 0 else None
             executor.receive(m.log_ns, list(msg.joint_names), time_to_ns(msg.header.stamp), times,
-                             positions.reshape(len(times), -1))
+                             positions.reshape(len(times), -1), measured)
     return executor
 
 
@@ -626,7 +662,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         replay = run_replay(ReplayOptions(bag=bag, profile=profile, out=options.out / "replay",
                                           bundle=str(options.bundle.resolve()), mode=options.mode, rate=rate))
     limits = ExecutorLimits.from_config(cfg)
-    executor = execute_recorded(replay.output_bag, cfg.output.topic, limits)
+    executor = execute_recorded(replay.output_bag, cfg.output.topic, limits,
+                                read_joint_states(bag, cfg.joints.state_topic, cfg.output.joint_names))
     times, positions = executor.executed(spec.start_ns, spec.end_ns, cfg.control_period_ns)
     arrivals = _arrival_times(replay.output_bag, cfg.output.topic)
     plot = plot_executed(options.out / EXECUTED_PLOT, cfg.output.joint_names, times, positions, arrivals,

@@ -130,6 +130,11 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     clock = BagClock(start_ns, options.rate)
     diag_hz = max(cfg.diagnostics_rate_hz, LIVE_DIAGNOSTICS_HZ)
     plan = dataclasses.replace(plan, parameters={**plan.parameters, "diagnostics.rate_hz": diag_hz})
+    # The replay's own participant publishes the camera frames: it needs the node's Fast DDS profile
+    # too (large shared-memory segment), or camera-size frames fragment and get lost on the way out.
+    # Fast DDS reads it when the process creates its first participant; a variable the user set wins.
+    for key, value in plan.additional_env.items():
+        os.environ.setdefault(key, value)
     ctx = rclpy.Context()
     rclpy.init(args=["lightwam_replay"], context=ctx, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("lightwam_replay", context=ctx, use_global_arguments=False)

@@ -44,6 +44,18 @@ def test_executor_executes_like_a_jtc() -> None:
     assert ex.report.plan_trajectories == 1 and ex.report.hold_trajectories == 1 and not ex.report.violations
 
 
+def test_a_seam_after_a_hold_may_start_at_the_measured_position() -> None:
+    """The node starts a trajectory after a silent hold from the measured joints; the demo's joint
+    states are recorded (open loop), so the stand-in accepts a seam continuous with them."""
+    ex = _executor()
+    assert ex.receive(0, NAMES, 0, np.array([20]) * MS, np.array([[0.0, 0.0]])) == []  # the hold
+    far = np.array([[0.6, 0.0], [0.65, 0.0]])  # 6 periods of max_step from the executed position
+    assert ex.receive(500 * MS, NAMES, 0, np.array([20, 40]) * MS, far, measured=np.array([0.55, 0.0])) == []
+    ex = _executor()
+    assert ex.receive(0, NAMES, 0, np.array([20]) * MS, np.array([[0.0, 0.0]])) == []
+    assert any("seam jump" in v for v in ex.receive(500 * MS, NAMES, 0, np.array([20, 40]) * MS, far))
+
+
 @pytest.mark.parametrize("case,expect", [
     ("names", "joint_names"), ("stamp", "header.stamp"), ("times", "strictly increasing"),
     ("limits", "outside"), ("rate", "rate cap"), ("seam", "seam jump"), ("nan", "non-finite"),
