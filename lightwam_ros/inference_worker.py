@@ -111,9 +111,21 @@ class InferencePool:
             done, self._finished = self._finished, []
             return done
 
+    @property
+    def running(self) -> int:
+        """Requests a worker is computing now (submitted, picked up, not finished)."""
+        with self._cond:
+            return self._occupied - len(self._queue)
+
     def close(self, timeout: float = 30.0) -> bool:
         """Stop accepting requests, let running ones finish and join the threads (at most ``timeout``
-        seconds in all). Requests never started become error results. True when every thread ended."""
+        seconds in all). Requests never started become error results. True when every thread ended.
+
+        A request still running at the timeout is abandoned, not stopped: its thread is a daemon, so
+        it never keeps the process from exiting (a model call cannot be interrupted; it holds no
+        robot command), and its result is dropped. While it runs, the model it uses must stay open:
+        close the model only when this returned True or ``running`` is 0 (idle threads may still be
+        on their way out; they never touch the model again)."""
         with self._cond:
             self._stop = True
             while self._queue:

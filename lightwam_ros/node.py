@@ -31,7 +31,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -42,6 +45,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                                ParameterUninitializedException)
@@ -49,6 +53,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -73,6 +78,10 @@ JOINT_HISTORY = 4096  # joint states kept to pair a frame set with the state at 
 JOINT_INDEX_CACHE = 16  # distinct JointState name lists whose index maps are kept (a robot sends one or two)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # joint values beyond this become inf in the model input
 SHOWN_CHARS = 120  # characters of an instruction quoted in logs and diagnostics
+CLEANUP_INFERENCE_WAIT_S = 30.0  # cleanup: a running inference may finish before the model is closed
+TEXT_ENCODER_WAIT_S = 10.0  # cleanup: an instruction encode may finish before the text encoder goes
+SHUTDOWN_INFERENCE_WAIT_S = 1.0  # shutdown: a running inference may finish, then it is abandoned
+SHUTDOWN_ACK_WAIT_S = 0.5  # shutdown: the last hold may be acknowledged before its publisher goes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,9 +304,20 @@ class PolicyNode(LifecycleNode):
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._rt is not None and self._rt.active:
-            self._stop_control(self._rt, HoldReason.INACTIVE)
-        self._release()
+        """To finalized (over the lifecycle service, or from main() on SIGINT/SIGTERM): a node that
+        was following sends its last hold first (and gives it SHUTDOWN_ACK_WAIT_S to reach reliable
+        subscribers before the publisher goes), then everything is released without waiting more
+        than SHUTDOWN_INFERENCE_WAIT_S for a running inference: it holds no robot command, and the
+        process is about to end."""
+        rt = self._rt
+        try:
+            if rt is not None and rt.active:
+                held = rt.following and rt.output_pub is not None
+                self._stop_control(rt, HoldReason.INACTIVE)
+                if held:
+                    rt.output_pub.wait_for_all_acked(Duration(nanoseconds=int(SHUTDOWN_ACK_WAIT_S * 1e9)))
+        finally:  # released here even if the hold failed (on_error would wait for the inference)
+            self._release(SHUTDOWN_INFERENCE_WAIT_S)
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -308,6 +328,11 @@ class PolicyNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._release()
         super().destroy_node()
+
+    def lifecycle_state(self) -> str:
+        """The lifecycle state's label: a primary state (unconfigured, inactive, active, finalized)
+        or, while a transition callback runs, its transition state (configuring, shuttingdown, ...)."""
+        return self._state_machine.current_state[1]
 
     def _stop_control(self, rt: _Runtime, reason: HoldReason) -> None:
         if rt.following:
@@ -419,16 +444,25 @@ class PolicyNode(LifecycleNode):
             self.destroy_service(s)
         rt.subscriptions, rt.publishers, rt.timers, rt.services, rt.control_timer = [], [], [], [], None
 
-    def _release(self) -> None:
-        """Stop the worker, destroy every entity, close the pipeline (frees device memory)."""
+    def _release(self, inference_wait_s: float = CLEANUP_INFERENCE_WAIT_S) -> None:
+        """Stop the worker, destroy every entity, close the pipeline (frees device memory).
+
+        A running inference gets ``inference_wait_s`` to finish (cleanup: the model must be closed
+        before a new configure loads another; shutdown: short, see on_shutdown). One still running
+        then is abandoned in its daemon thread, and the model stays open under it -- closing it
+        could crash the call; it goes with its last reference or with the process."""
         rt, self._rt = self._rt, None
         if rt is None:
             return
         rt.active = False
         self._destroy_entities(rt)
-        rt.worker.close()
+        if not rt.worker.close(inference_wait_s) and getattr(rt.worker, "running", 0):
+            self.get_logger().warning(
+                f"an inference still running after {inference_wait_s:g} s was abandoned (its result is "
+                "dropped); the model stays loaded until it ends")
+            return
         if rt.text_encoder is not None:
-            rt.text_encoder.close()
+            rt.text_encoder.close(min(TEXT_ENCODER_WAIT_S, inference_wait_s))
         rt.pipeline.close()
 
     # -- inputs --------------------------------------------------------------------------------
@@ -962,22 +996,151 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        options = parse_arguments(remove_ros_args(args if args is not None else sys.argv)[1:])
-        node = PolicyNode(autostart=options.autostart)
-        forward_python_logging(node)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
+class StopSignals:
+    """SIGINT / SIGTERM for main(): the first one asks the executor loop to stop; the node then leaves
+    through its shutdown transition with the ROS context still up, so the last hold is published.
+
+    Why not rclpy's own handlers: they shut the context down from the signal, under the running
+    executor -- no hold can be published any more, the executor may then fail to build its next
+    wait set (RCLError traceback and exit code 1: launch's SIGTERM did that), and a KeyboardInterrupt
+    lands wherever the executor thread happens to be.
+
+    How the loop notices: Python's C-level handler writes the signal number to a wakeup pipe at
+    once; a small daemon thread reads it, records the signal and triggers a guard condition of the
+    node, which ends the executor's wait. No polling, nothing added to the control path.
+
+    The Python-level handler runs on the main (executor) thread between two bytecodes. It raises
+    KeyboardInterrupt only where waiting for the current callback would be slow and pointless:
+    during configure (bundle load, warm-up: up to a minute on a loaded CPU) and cleanup / error
+    processing (waiting for a running inference) -- nothing is commanded then -- and on a second
+    signal (stop now: the launch escalating, or Ctrl-C pressed twice).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    INTERRUPTIBLE = ("configuring", "cleaningup", "errorprocessing")  # transition states
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the first signal (None: none yet)
+        self._count = 0
+        self._interrupt_now = lambda: False
+        self._wake = lambda: None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+        self._previous_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="lightwam-signals", daemon=True).start()
+
+    def attach(self, node: PolicyNode) -> None:
+        """Wake ``node``'s executor on a signal, and cut its configure short."""
+        guard = node.create_guard_condition(lambda: None)  # its callback does nothing: the wake-up is the point
+        self._wake = guard.trigger
+        self._interrupt_now = lambda: node.lifecycle_state() in self.INTERRUPTIBLE
+        if self.received is not None:  # a signal came while the node was being built
+            self._wake()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "shutdown"
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._count += 1
+        if self.received is None:
+            self.received = signum
+        if self._count > 1:
+            raise KeyboardInterrupt
         try:
-            executor.spin()
+            interrupt = self._interrupt_now()
+        except Exception:  # noqa: BLE001 - the node is gone already: nothing to cut short
+            interrupt = False
+        if interrupt:
+            raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read_fd, 64)
+            except OSError:
+                return
+            if not data:  # restore() closed the pipe's write end
+                os.close(self._read_fd)
+                return
+            if self.received is None and data[0] in self.SIGNALS:
+                self.received = data[0]
+            try:
+                self._wake()
+            except Exception:  # noqa: BLE001 - the node (and its guard condition) may be gone already
+                pass
+
+    def restore(self) -> None:
+        """Put the previous handlers back and end the watcher thread."""
+        signal.set_wakeup_fd(self._previous_fd)
+        for s, handler in self._previous_handlers.items():
+            signal.signal(s, handler)
+        self._wake = lambda: None
+        os.close(self._write_fd)  # the watcher reads EOF, closes the read end and ends
+
+
+def _shut_down(node: PolicyNode, why: str) -> None:
+    """Leave through the lifecycle shutdown transition where one exists (on_shutdown: the last hold,
+    then the release); a configure cut short by the signal left nothing to hold. Without a ROS
+    context (shut down from elsewhere) nothing can be published: release and destroy only."""
+    if rclpy.ok():
+        node.get_logger().info(f"{why}: shutting down")
+        if node.lifecycle_state() in ("unconfigured", "inactive", "active"):
+            node.trigger_shutdown()
+    node._release(SHUTDOWN_INFERENCE_WAIT_S)  # what is left (a configure cut short): no long wait either
+    node.destroy_node()
+
+
+def _exit_now() -> None:
+    """End the process at once, skipping the interpreter's teardown. For after a stop signal only,
+    once the node is shut down and the ROS context with it (the DDS participant, its shared memory
+    and the log files are closed by then). The teardown is what would remain, and it is harmful
+    here: it takes seconds with torch loaded on a busy CPU (2-4 s measured, against launch's
+    sigterm_timeout of 5 s), and with an abandoned inference still inside the model it aborts the
+    process ("terminate called without an active exception", exit -6)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to say anyway
+            pass
+    os._exit(0)
+
+
+def main(args: list[str] | None = None) -> None:
+    """policy_node. SIGINT / SIGTERM: see StopSignals; the node shuts down (the last hold, then the
+    release) and the process exits 0 without the interpreter's teardown (see _exit_now)."""
+    own_signals = threading.current_thread() is threading.main_thread()  # signal handlers need it
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO if own_signals else None)
+    stop = StopSignals() if own_signals else None
+    node: PolicyNode | None = None
+    try:
+        try:
+            options = parse_arguments(remove_ros_args(args if args is not None else sys.argv)[1:])
+            node = PolicyNode(autostart=options.autostart)
+            forward_python_logging(node)
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            if stop is None:
+                executor.spin()
+            else:
+                stop.attach(node)
+                while stop.received is None and rclpy.ok():
+                    executor.spin_once()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
         finally:
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
+            if node is not None:
+                _shut_down(node, stop.name if stop is not None else "shutdown")
+    except KeyboardInterrupt:  # another signal while shutting down: leave at once
         pass
     finally:
+        if stop is not None:
+            stop.restore()
         rclpy.try_shutdown()
+    if stop is not None and stop.received is not None:  # stopped by a signal, nothing raised: done
+        _exit_now()
 
 
 if __name__ == "__main__":

@@ -329,7 +329,12 @@ def _lifecycle_state(node_name: str, timeout: float) -> str:
 def _ros2_launch(prefix: Path, workdir: Path, launch_file: Path, *arguments: str,
                  node_name: str | None) -> tuple[str, str, int, list[str]]:
     """Run `ros2 launch <launch_file> arguments...` against the installed package; if node_name is
-    given, wait for that node to be active, then stop the launch with Ctrl-C (SIGINT).
+    given, wait for that node to be active, then stop the launch with Ctrl-C: SIGINT to its whole
+    process group, as a terminal sends it (launch itself then signals the node only if it outlives
+    sigterm_timeout, and with SIGTERM).
+
+    The launch runs in its own session (process group), and whatever happens -- a timeout, a
+    failed assertion -- the group is killed at the end, so a stuck launch never leaves a node behind.
 
     Returns (node state, launch output, exit code, what the launch left in its private temp dir).
     """
@@ -342,16 +347,18 @@ def _ros2_launch(prefix: Path, workdir: Path, launch_file: Path, *arguments: str
     state = "not waited for"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-c", _ROS2_LAUNCH, str(launch_file), *arguments],
-                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             if node_name is not None:
                 state = _lifecycle_state(node_name, timeout=180)
-                proc.send_signal(signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGINT)
             rc = proc.wait(timeout=90)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the node too, if the launch left it (or hangs)
+            except ProcessLookupError:  # the group is gone: launch and node ended
+                pass
+            proc.wait()
     return state, log_path.read_text(), rc, sorted(p.name for p in tmp.iterdir())
 
 
