@@ -366,6 +366,12 @@ class PolicyNode(LifecycleNode):
             text_encoder = self._text_encoder(cfg, pipeline)
             warm_ms = pipeline.warmup(runs=1)
             self.get_logger().info(f"warm-up: {warm_ms:.1f} ms per inference")
+            from lightwam_ros.latency_advice import startup_advice  # does this latency fit a chunk? say so plainly
+            advice = startup_advice(warm_ms, cfg.chunk.steps_limit(info.trained_steps), pipeline.dt_ns,
+                                    inference_workers(cfg.chunk.max_inflight, pipeline.max_concurrency),
+                                    pipeline.backend.name, str(pipeline.device), info.trained_steps)
+            if advice is not None:
+                (self.get_logger().warning if advice.too_slow else self.get_logger().info)(advice.message)
             workers = inference_workers(cfg.chunk.max_inflight, pipeline.max_concurrency)
             if cfg.chunk.max_inflight > workers:
                 self.get_logger().warning(
@@ -927,7 +933,9 @@ class PolicyNode(LifecycleNode):
             safety=rt.safety.stats(), backend=p.backend.name, device=str(p.device),
             dtype=str(p.backend.dtype).removeprefix("torch."), expected_latency_ns=latency, keeps_up=keeps_up,
             state_age_ns=None if rt.state_stamp_ns is None else now - rt.state_stamp_ns,
-            instruction=_clipped(self._current_instruction(rt)) or None, extra=extra)
+            instruction=_clipped(self._current_instruction(rt)) or None, extra=extra,
+            chunk_steps=rt.config.chunk.steps_limit(rt.bundle_info.trained_steps), dt_ns=sched.dt_ns or p.dt_ns,
+            max_inflight=sched.config.max_inflight)
         rt.diag_pub.publish(diagnostic_array(rt.diagnostics.statuses(now, inp), now))
 
     # -- introspection (tests, demo) ---------------------------------------------------------------
