@@ -3,8 +3,9 @@
 Why this module: replay, the synthetic bag writer and the tests all need the same few operations
 -- what is in a bag (topics, types, QoS, metadata version, storage), the messages of some topics in
 record-time order as raw CDR, decoding a message without rclpy, and writing a bag -- and rosbag2's
-own Python API (rosbag2_py) is not installable from a registry (ros2-notes §1, §4). Both storage
-plugins (MCAP, the default since Iron, and sqlite3, Humble's default) and metadata versions 8
+own Python API (rosbag2_py) is not installable from a registry (docs/design.md, "ROS 2 from package
+registries"). Both storage plugins (MCAP, the default since Iron, and sqlite3, Humble's default) and
+metadata versions 8
 (Jazzy) and 9 (Kilted) are read and written.
 
 Messages are kept as raw CDR bytes (``BagMessage.raw``) so live replay can publish them unchanged

@@ -4,7 +4,7 @@ Runs the same PolicyPipeline as the node on a deterministic synthetic observatio
 random images, the dataset-mean state, the bundle's first instruction), after warm-up, and reports
 median / p90 per stage. On the GPU every stage boundary is synchronised (pipeline sync_stages, CUDA
 events inside the torch backend), so a stage's number is its own work, not a neighbour's queue.
-Performance claims in docs come from here, never from timed unit tests (DESIGN.md §6).
+Performance claims in docs come from here, never from timed unit tests (docs/design.md, "Conventions").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The deployable model bundle: a directory the robot loads (DESIGN.md §4).
+"""The deployable model bundle: a directory the robot loads (docs/design.md, "The bundle").
 
 A bundle is `manifest.json` plus safetensors files (never pickles, so loading cannot execute code):
 

@@ -1,4 +1,4 @@
-"""The `lightwam` command: thin subcommands over library functions (DESIGN.md §5).
+"""The `lightwam` command: thin subcommands over library functions (docs/design.md, "The lightwam command").
 
 Each subcommand lives in lightwam_ros/commands/<name>.py and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this module only dispatches, so

@@ -1,10 +1,10 @@
 """Official Light-WAM training outputs -> bundle (`lightwam convert`).
 
-Inputs (lightwam-inference-spec.md §5): the checkpoint `step_NNNNNN.pt` ({"mot", "state_fusion_action_expert",
+Inputs (docs/model.md, "Checkpoint conversion"): the checkpoint `step_NNNNNN.pt` ({"mot", "state_fusion_action_expert",
 "proprio_encoder"}), the run's fully resolved `config.yaml`, its `dataset_stats.json`, the Wan2.1 VAE
 `Wan2.1_VAE.pth`, and optionally the official text-embedding cache directory.
 
-Unlike the official loader (strict=False, shape-mismatched keys silently dropped, spec §5.1), every tensor
+Unlike the official loader (strict=False, shape-mismatched keys silently dropped), every tensor
 the deployed network needs is checked by name and shape against LightWAMPolicy(ModelConfig), and the
 conversion fails with the full list of missing / wrong-shape / unexpected keys. Only what inference runs is
 kept: no VAE decoder or conv2, no time_conv, no DiT head, no blocks after the last adapter.
@@ -57,7 +57,8 @@ class BackboneSpec:
 
 
 # Effective Wan2.1-T2V-1.3B backbone dims: the preset that overrides the 5B numbers the resolved
-# config.yaml still carries (spec §1, helpers/loader.py WAN_VIDEO_BACKBONE_SPECS["wan2_1_t2v"]); the
+# config.yaml still carries (the training code's WAN_VIDEO_BACKBONE_SPECS["wan2_1_t2v"]; docs/model.md,
+# "Checkpoint conversion"); the
 # VAE is Wan2.1's VideoVAE_(dim=96, z_dim=16), hardcoded upstream. wan2_2_ti2v (Wan2.2 VAE, z_dim 48)
 # is not supported.
 WAN21_T2V = BackboneSpec(
@@ -77,7 +78,8 @@ STAT_KEYS: dict[str, str] = {f"global_{k}": k for k in NORM_STAT_KEYS}
 ALOHA_ARM = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
 ALOHA_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ALOHA_ARM)
 # Default action/state names when the user gives none: (layout, dim) -> names. LIBERO actions are the
-# delta-EEF command, its state eef_pos + axis-angle + 2 gripper fingers (spec §2.7, §2.12).
+# delta-EEF command, its state eef_pos + axis-angle + 2 gripper fingers
+# (docs/model.md, "Action chunk: horizon and supervised prefix").
 DEFAULT_NAMES: dict[tuple[str, str, int], tuple[str, ...]] = {
     ("robotwin_3cam", "action", 14): ALOHA_NAMES,
     ("robotwin_3cam", "state", 14): ALOHA_NAMES,
@@ -196,7 +198,8 @@ def read_training_config(path: Path, layout_name: str | None = None,
             raise
         raise ConvertError(f"{path}: the model section does not describe a valid network: {exc}") from exc
 
-    # Supervised prefix: every shipped training script zeroes the tail weight (spec §2.12, §11).
+    # Supervised prefix: every shipped training script zeroes the tail weight (docs/model.md,
+    # "Action chunk: horizon and supervised prefix").
     tw = _get(cfg, "model.loss.action_temporal_weighting", path, {}) or {}
     trained_steps = horizon
     if tw.get("enabled") and tw.get("num_prefix_steps") is not None and float(tw.get("tail_weight", 1.0)) == 0.0:
@@ -334,7 +337,9 @@ class Mapped:
 
 def _lazy(src: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...] | None = None,
           take_last_tap: bool = False) -> LazyTensor:
-    if take_last_tap:  # causal 3x3x3 conv on one frame: only the last temporal tap sees data (spec A.3)
+    # causal 3x3x3 conv on one frame: only the last temporal tap sees data
+    # (docs/model.md, "VAE encoder (one frame)")
+    if take_last_tap:
         return LazyTensor(tuple(shape), dtype, lambda: src[:, :, -1].to(dtype).contiguous())
     if shape is not None and tuple(src.shape) != tuple(shape):
         return LazyTensor(tuple(shape), dtype, lambda: src.reshape(shape).to(dtype).contiguous())
@@ -387,7 +392,8 @@ def map_checkpoint(ckpt: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype
                                     "optimizer"})
     if extra_top:
         log.warning("%s: ignoring top-level keys %s", ckpt_path, extra_top)
-    # Unused at inference: the DiT output head and every block after the last adapter (spec §12.1).
+    # Unused at inference: the DiT output head and every block after the last adapter
+    # (docs/model.md, "What is skipped and why").
     late = "|".join(str(i) for i in range(cfg.run_layers, cfg.num_layers))
     drop = re.compile(rf"^(head\.|blocks\.({late})\.)" if late else r"^head\.")
     return {
@@ -397,7 +403,8 @@ def map_checkpoint(ckpt: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype
     }
 
 
-# The VAE decoder half and the temporal downsample convs never run for a single frame (spec A.3/A.4).
+# The VAE decoder half and the temporal downsample convs never run for a single frame
+# (docs/model.md, "What is skipped and why").
 VAE_DROP = re.compile(r"^(decoder\.|conv2\.|encoder\.downsamples\.\d+\.time_conv\.)")
 
 
@@ -418,7 +425,9 @@ def map_vae(vae_state: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype, 
 
 def read_text_contexts(cache_dir: Path, instructions: Sequence[str], template: str,
                        cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Contexts of the given instructions from the official cache (padding rows zeroed, spec §6)."""
+    """Contexts of the given instructions from the official cache, padding rows zeroed.
+
+    docs/model.md, "Text contexts (umT5)"."""
     from lightwam_ros.text import read_official_text_cache
 
     out: dict[str, torch.Tensor] = {}
@@ -451,7 +460,7 @@ class ConvertRequest:
     instructions: tuple[str, ...] = ()
     layout: str | None = None
     dtype: str = "bfloat16"  # bundle weight dtype; the official weights are bf16
-    action_rate_hz: float | None = None  # the training data does not record it (spec §7.1)
+    action_rate_hz: float | None = None  # not recorded by the training data (docs/model.md)
     action_names: tuple[str, ...] | None = None
     state_names: tuple[str, ...] | None = None
 

@@ -8,8 +8,9 @@ API
 - ``ENCODINGS``, ``ImageError``
 
 Why no cv_bridge: the ROS 2 cv_bridge is not installable from a registry, and the PyPI one is ROS 1
-code broken with numpy 2 (ros2-notes.md §1). Every 8-bit colour format a camera driver publishes is
-a reshape plus a channel selection: numpy views it (rgb8 needs no copy) and OpenCV's cvtColor makes
+code broken with numpy 2 (docs/design.md, "ROS 2 from package registries"). Every 8-bit colour format a
+camera driver publishes is a reshape plus a channel selection: numpy views it (rgb8 needs no copy) and
+OpenCV's cvtColor makes
 the one copy the others need.
 
 Why ``array.array`` on publish: assigning ``bytes`` or a list to a uint8[] message field runs a

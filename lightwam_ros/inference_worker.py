@@ -10,8 +10,9 @@ it only collects results at its next control tick.
 
 Why plain threads and not executor callbacks or a ThreadPoolExecutor: an inference takes several
 control periods and must not occupy an executor thread (a MultiThreadedExecutor made the 50 Hz
-timer jitter worse, ros2-notes §3); and a futures executor queues without bound, while here a
-request that cannot start at once must be refused so the caller keeps its newer frame set for the
+timer jitter worse, docs/design.md, "Threading and timing model"); and a futures executor queues without
+bound, while here a request that cannot start at once must be refused so the caller keeps its newer
+frame set for the
 next try. The model call releases the GIL for its heavy parts (torch / ONNX Runtime kernels), so
 threads do overlap.
 

@@ -1,6 +1,6 @@
 """Canvas layouts (data) and the Preprocessor: camera images -> the model's [-1, 1] canvas.
 
-Light-WAM sees all cameras as one tiled RGB frame (lightwam-inference-spec.md §2.1-2.3). Training
+Light-WAM sees all cameras as one tiled RGB frame (docs/model.md, "Canvas layout"). Training
 built it with float [0, 1] tensors: ``ToTensor`` (uint8 / 255), ``torchvision.transforms.Resize`` of
 each camera to the data-config shape, a second resize of each camera to its cell, tiling, and
 ``Normalize(0.5, 0.5)``. Every resize is bilinear with antialias on float tensors, which torchvision

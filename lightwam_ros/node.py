@@ -21,8 +21,9 @@ backend gains from it -- CUDA eager / ONNX CUDA -- and run one at a time on the 
 and torch.compile) and meets the executor only at a locked request/result handoff; each finished
 chunk is merged as if it arrived when its worker finished. Why not an executor callback or a
 MultiThreadedExecutor: inference takes longer than a control period and a multi-threaded executor
-made the 50 Hz timer jitter worse (ros2-notes §3). With control.realtime_priority the executor
-thread makes itself SCHED_FIFO at its first control tick (realtime.py), after the workers exist, so
+made the 50 Hz timer jitter worse (docs/design.md, "Threading and timing model"). With
+control.realtime_priority the executor thread makes itself SCHED_FIFO at its first control tick
+(realtime.py), after the workers exist, so
 they keep normal scheduling.
 """
 

@@ -10,8 +10,9 @@ API
 - ``debug_canvas(canvas uint8 [H, W, 3], stamp_ns, frame_id="") -> Image`` (rgb8)
 - ``ns_to_duration(ns) -> Duration``, ``duration_to_ns(d) -> int`` (stamps: images.ns_to_time/time_to_ns)
 
-JointTrajectory for a JTC (ros2-notes.md §5): stamp 0 means "start on arrival"; point k at (k+1)*dt
-lets the controller bridge from the current state into the first point; times strictly increase.
+JointTrajectory for a JTC (docs/design.md, "JointTrajectoryController conventions"): stamp 0 means
+"start on arrival"; point k at (k+1)*dt lets the controller bridge from the current state into the first
+point; times strictly increase.
 Velocities (optional) turn on cubic interpolation: central differences inside, a one-sided
 difference at the first point, and 0 at the last (Jazzy rejects a non-zero final velocity).
 

@@ -46,7 +46,7 @@ CLOCK_RATE_HZ = 1000.0
 
 ACTIVATE_TIMEOUT_S = 300.0  # configure loads, verifies and warms up the model
 MATCH_TIMEOUT_S = 30.0
-SETTLE_S = 1.0  # after matching, the first ~0.6 s of samples can be lost (ros2-notes §2)
+SETTLE_S = 1.0  # after matching, the first ~0.6 s of samples can be lost (docs/design.md, "DDS and large messages")
 STOP_TIMEOUT_S = 20.0
 # The node's counters are read from its /diagnostics. At a profile's 1 Hz the last message before the
 # end of the window can be a second old, and the next one counts a second of tail without inputs

@@ -10,8 +10,9 @@ API
 - ``reconfigure(config)``, ``reset(now_ns)``
 - ``FUTURE_TOLERANCE_NS``, ``DropReason``
 
-Matching is message_filters' ApproximateTimeSynchronizer, exactly (ros2-notes.md §6): per camera a
-map stamp -> frame holding at most ``queue_size`` distinct stamps (the oldest is evicted); on each
+Matching is message_filters' ApproximateTimeSynchronizer, exactly (docs/design.md, "Camera
+synchronization"): per camera a map stamp -> frame holding at most ``queue_size`` distinct stamps (the
+oldest is evicted); on each
 arrival every other camera's candidates are its stamps within ``slop`` of the new stamp
 (|delta| <= slop, inclusive), nearest first (ties: older first); if a camera has none nothing is
 emitted; otherwise the first combination in camera order (candidates nearest-first, the new frame

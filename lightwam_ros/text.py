@@ -1,4 +1,4 @@
-"""Instruction -> umT5 text context, exactly as Light-WAM was trained (vae-t5-spec B.1, B.4).
+"""Instruction -> umT5 text context, exactly as Light-WAM was trained (docs/model.md, "Text contexts (umT5)").
 
 The DiT cross-attends to 128 umT5-XXL tokens of the templated instruction. Running umT5 (5.7B
 parameters, ≈10.6 GiB bf16) on the robot is rarely worth it, so a bundle carries the contexts of the

@@ -1,4 +1,4 @@
-"""Plain data passed between the stages of the data flow (DESIGN.md §2).
+"""Plain data passed between the stages of the data flow (docs/design.md, "Data flow").
 
 Times are integer nanoseconds on the ROS clock (header stamps), never floats, so that sync,
 staleness and scheduling decisions are exact and testable on a simulated clock.

@@ -1,4 +1,4 @@
-"""umT5-XXL text encoder of Wan2.1, run through transformers' UMT5EncoderModel (vae-t5-spec B.2, B.3).
+"""umT5-XXL text encoder of Wan2.1, run through transformers' UMT5EncoderModel (docs/model.md, "Text contexts (umT5)").
 
 Light-WAM conditions the DiT on the umT5-XXL encoder output of the templated instruction. The official
 code ships its own T5 (`WanTextEncoder`); its maths is the same as transformers' `UMT5EncoderModel`
@@ -15,7 +15,7 @@ Deliberate choices (each checked against the official code, see test/test_umt5.p
 - `UMT5EncoderModel`, never T5/MT5: those share one relative bias across layers and would silently
   compute something else.
 - `attn_implementation="eager"`: bit-identical to the Wan attention in bf16 on CPU; SDPA differs at
-  bf16-noise level (~2e-2 relative, spec §0.3).
+  bf16-noise level (~2e-2 relative on random weights).
 - the tied embedding (`shared` / `encoder.embed_tokens`) is one Parameter, so `.to(cuda)` moves it once.
 - padding rows of the output are zeroed here and all 128 slots are kept (LightWAM.encode_prompt);
   the DiT sees every slot, so the context must never be shortened to the real tokens.
@@ -43,7 +43,7 @@ REL_MAX_DISTANCE = 128  # T5RelativeEmbedding(max_dist=128) in the Wan code; not
 
 DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
-# Wan key (per block i) -> transformers UMT5EncoderModel key (vae-t5-spec B.3). All matrices are
+# Wan key (per block i) -> transformers UMT5EncoderModel key (docs/model.md, "Text contexts (umT5)"). All matrices are
 # [out, in] on both sides, so nothing is transposed.
 _BLOCK_KEYS: dict[str, str] = {
     "norm1.weight": "layer.0.layer_norm.weight",

@@ -38,8 +38,8 @@ def raises(param: str, fn, *args, **kwargs) -> ConfigError:
     return ei.value
 
 
-# The BRIEF's table, typed out independently of config.py: (name, type, default).
-BRIEF_TABLE = [
+# The parameter table as documented, typed out independently of config.py: (name, type, default).
+PARAMETER_TABLE = [
     ("bundle", "STRING", ""), ("backend", "STRING", "torch"), ("device", "STRING", "auto"),
     ("dtype", "STRING", "bfloat16"), ("control_rate_hz", "DOUBLE", 50.0), ("dry_run", "BOOL", False),
     ("cameras.names", "STRING_ARRAY", None), ("cameras.topics", "STRING_ARRAY", None),
@@ -58,8 +58,8 @@ BRIEF_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("name,type_name,default", BRIEF_TABLE)
-def test_table_matches_brief(name, type_name, default):
+@pytest.mark.parametrize("name,type_name,default", PARAMETER_TABLE)
+def test_table_matches_parameter_table(name, type_name, default):
     spec = C.SPECS[name]
     assert spec.type.name == type_name
     assert spec.default == default
@@ -67,7 +67,7 @@ def test_table_matches_brief(name, type_name, default):
 
 
 def test_only_documented_extra_parameter():
-    assert set(C.SPECS) - {n for n, _, _ in BRIEF_TABLE} == {"safety.refuse_margin", "chunk.max_inflight",
+    assert set(C.SPECS) - {n for n, _, _ in PARAMETER_TABLE} == {"safety.refuse_margin", "chunk.max_inflight",
                                                             "control.realtime_priority", "control.switch_interval",
                                                             "joints.future_tolerance", "output.action_space",
                                                             "output.hold_command"}

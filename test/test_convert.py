@@ -1,7 +1,7 @@
 """`lightwam convert` on official-format training outputs built from the official golden model.
 
 The official artifacts are assembled here exactly as the official code writes them
-(lightwam-inference-spec.md §5, vae-t5-spec A.4/B.4), from the tensors of
+(docs/model.md, "Checkpoint conversion" and "Text contexts (umT5)"), from the tensors of
 test/data/golden_tiny_policy.safetensors (a tiny model run through the OFFICIAL implementation, see
 test_model_fidelity.py):
 - step_XXXXXX.pt: torch.save({"mot", "state_fusion_action_expert", "proprio_encoder", "step",

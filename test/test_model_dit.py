@@ -42,7 +42,7 @@ def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_full_size_parameter_counts_match_the_spec() -> None:
-    """lightwam-inference-spec.md §9 (derived from the official code)."""
+    """docs/model.md, "Parameter counts" (derived from the architecture)."""
     with torch.device("meta"):
         policy = LightWAMPolicy(FULL)
     dit = policy.dit

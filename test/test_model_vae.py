@@ -1,7 +1,7 @@
 """VAEEncoder (2-D, one frame) against an independent causal-3-D evaluation of the official network.
 
 The reference below is written from the official Encoder3d / CausalConv3d / Resample / AttentionBlock
-semantics (wan_video_vae.py; lightwam-vae-t5-spec.md §A.2): 5-D kernels, F.conv3d after an explicit
+semantics (wan_video_vae.py; docs/model.md, "VAE encoder (one frame)"): 5-D kernels, F.conv3d after an explicit
 zero pad of two frames in front, per-frame stride-2 resample, downsample3d skipping time_conv on the
 first chunk, top-level 1x1x1 conv1, mu = first z_dim channels, (mu - mean) * (1 / std).
 """
@@ -153,7 +153,7 @@ def test_stored_state_is_2d_and_reloads() -> None:
 
 
 def test_latent_statistics_follow_the_dtype_as_upstream() -> None:
-    """The fp32 constants cast to bf16 (spec A.5 table), never 1/std computed from a bf16 std.
+    """The fp32 constants cast to bf16 (docs/model.md, "VAE encoder (one frame)"), never 1/std computed from a bf16 std.
 
     Exact comparisons: a cast rounds correctly on every CPU, and 1/std is one fp32 division."""
     vae = VAEEncoder(CFG).to(torch.bfloat16)

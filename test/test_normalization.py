@@ -1,4 +1,4 @@
-"""Normalizer against hand-computed values of the spec §2.12 formulas."""
+"""Normalizer against hand-computed values of the docs/model.md "Normalization" formulas."""
 
 from __future__ import annotations
 

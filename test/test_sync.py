@@ -1,4 +1,4 @@
-"""FrameSync: ApproximateTimeSynchronizer semantics (ros2-notes.md §6) plus staleness, expiry,
+"""FrameSync: ApproximateTimeSynchronizer semantics (docs/design.md, "Camera synchronization") plus staleness, expiry,
 stamp hygiene and liveness. All times are integer nanoseconds; MS = one millisecond."""
 
 from __future__ import annotations
@@ -206,10 +206,10 @@ def test_arrivals_counted_even_when_rejected():
     assert s.stats().arrivals == {"a": 2, "b": 0}
 
 
-# --- differential test against an independent transcription of ros2-notes.md §6 -------------
+# --- differential test against an independent transcription of docs/design.md, "Camera synchronization"
 
 class ReferenceATS:
-    """message_filters.ApproximateTimeSynchronizer reduced to stamps, written from the spec."""
+    """message_filters.ApproximateTimeSynchronizer reduced to stamps, written from docs/design.md."""
 
     def __init__(self, n: int, queue_size: int, slop: int):
         self.queues: list[dict[int, int]] = [{} for _ in range(n)]

@@ -5,7 +5,7 @@ test/data/umt5_tiny_golden.safetensors was made): the official tokenizer ids, `L
 outputs, and two cache files in test/data/official_text_cache written by the official
 `precompute_text_embeds._atomic_torch_save` (raw bf16 output with NON-zero padding rows, plus the mask;
 like the official script they pickle the whole batch storage, 6 x 128 x 32, for one row).
-The sha256 test vector is the one in lightwam-vae-t5-spec.md B.4.
+The sha256 test vector is defined in docs/model.md, "Text contexts (umT5)".
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def test_key_map_matches_spec_table():
 
 
 def _real_size_wan_meta() -> dict[str, torch.Tensor]:
-    """Shapes of models_t5_umt5-xxl-enc-bf16.pth (vae-t5-spec B.3), on the meta device."""
+    """Shapes of models_t5_umt5-xxl-enc-bf16.pth (docs/model.md, "Text contexts (umT5)"), on the meta device."""
     m = lambda *s: torch.empty(*s, device="meta", dtype=torch.bfloat16)  # noqa: E731
     sd = {"token_embedding.weight": m(256384, 4096), "norm.weight": m(4096)}
     for i in range(24):
@@ -147,7 +147,7 @@ def test_real_size_config_and_strict_key_set():
     for k, t in hf.items():
         assert tuple(t.shape) == tuple(model.state_dict()[k].shape), k
     model.encoder.embed_tokens.weight = model.shared.weight
-    assert sum(p.numel() for p in model.parameters()) == 5_680_910_336  # spec B.2
+    assert sum(p.numel() for p in model.parameters()) == 5_680_910_336  # docs/model.md, "Parameter counts"
 
 
 def test_foreign_keys_are_named(golden):

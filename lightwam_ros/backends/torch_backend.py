@@ -1,6 +1,6 @@
 """Native torch backend: eager by default, optional torch.compile and CUDA-graph replay on GPU.
 
-- LoRA is merged into the base weights by default (spec §4: exact algebra, one bf16 rounding of W',
+- LoRA is merged into the base weights by default (docs/model.md, "LoRA merge": exact algebra, one bf16 rounding of W',
   ~5.5 % fewer FLOPs and 300 fewer kernel launches). `merge_lora=False` runs the unmerged reference math.
 - Stage timings (vae, dit, expert) come from CUDA events on GPU, so measuring them never adds a host
   synchronisation to the control loop; on CPU they are wall-clock.

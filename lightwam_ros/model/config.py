@@ -1,6 +1,6 @@
 """Model dimensions, as data: the same code runs the full Wan2.1-T2V-1.3B model and tiny test models.
 
-Defaults are the effective Light-WAM values (lightwam-inference-spec.md §1): the Wan2.1-T2V-1.3B
+Defaults are the effective Light-WAM values (docs/model.md, "Checkpoint conversion"): the Wan2.1-T2V-1.3B
 preset overrides the 5B numbers that the official config.yaml still carries.
 Serialised into the bundle manifest under "model" (to_dict / from_dict).
 """
@@ -109,7 +109,9 @@ class ModelConfig:
 
     @property
     def run_layers(self) -> int:
-        """Blocks actually executed: later blocks cannot change the action (spec §12.1)."""
+        """Blocks actually executed: later blocks cannot change the action.
+
+        docs/model.md, "What is skipped and why"."""
         return max(self.adapter_layers) + 1
 
     def to_dict(self) -> dict:

@@ -1,7 +1,7 @@
 """Wan2.1-T2V DiT as Light-WAM runs it for actions: one clean frame (t = 0), LoRA, residual adapters.
 
 Mirrors ``WanVideoDiT`` / ``DiTBlock`` of the official ``src/lightwam/models/wan22/wan_video_dit.py``
-(lightwam-inference-spec.md §2.6-2.10) with the same parameter names, minus the ``mixtures.video.``
+(docs/model.md, "DiT blocks and adapters") with the same parameter names, minus the ``mixtures.video.``
 prefix. Only what the action path reads is built and run: blocks 0..max(adapter_layers), no head,
 no masks (they are all True), no timestep input (t = 0 gives a constant modulation, see t_mod).
 Everything runs in the parameters' dtype, like the bf16 eager reference; q/k RMSNorm normalises in

@@ -1,7 +1,7 @@
 """StateFusionActionExpert: adapted tokens of the adapter layers -> action chunk [B, steps, A].
 
 Mirrors the official ``src/lightwam/models/wan22/state_fusion_action_expert.py`` as Light-WAM is
-configured (lightwam-inference-spec.md §2.11): learned-query pooling (legacy ``merge_dim=None`` path),
+configured (docs/model.md, "State-fusion action expert"): learned-query pooling (legacy ``merge_dim=None`` path),
 feature source "adapted" only, per-layer compressors, fused projection, residual MLP trunk, a sinusoidal
 step-position embedding and the output head. Parameter names are the official ones
 (``layer_poolers.{i}.adapted.attn.in_proj_weight`` ...). Every LayerNorm uses eps 1e-5 (torch default).

@@ -1,4 +1,4 @@
-"""State normalisation and action de-normalisation, exactly as Light-WAM trained (spec §2.12).
+"""State normalisation and action de-normalisation, exactly as Light-WAM trained (docs/model.md, "Normalization").
 
 Mirrors ``SingleFieldLinearNormalizer`` of the official ``src/lightwam/datasets/lerobot/utils/
 normalizer.py``: statistics in float32, a per-dimension affine map x * scale + offset, a clamp to

@@ -1,7 +1,7 @@
 """LightWAMPolicy: canvas + proprio + text context -> normalised action chunk, in one pass.
 
 The deployment action path of Light-WAM (``LightWAM.infer_action`` -> ``_predict_state_fusion_action_
-from_observation`` in the official lightwam.py; lightwam-inference-spec.md §2): VAE-encode the canvas,
+from_observation`` in the official lightwam.py; docs/model.md, "Overview: one forward pass"): VAE-encode the canvas,
 append the proprio token to the text context, run the DiT at t = 0 with LoRA and adapters, and regress
 the chunk with the StateFusionActionExpert from the adapted tokens.
 

@@ -1,4 +1,4 @@
-"""Wan2.1 VAE encoder for ONE frame, as the exact 2-D network (lightwam-vae-t5-spec.md §A.3).
+"""Wan2.1 VAE encoder for ONE frame, as the exact 2-D network (docs/model.md, "VAE encoder (one frame)").
 
 For a single frame the causal 3-D encoder (``Encoder3d`` in the official ``wan_video_vae.py``) pads
 two zero frames in front of every temporal-kernel-3 conv, so only the last temporal tap sees data, and
