@@ -2,7 +2,7 @@
 the policy's action chunks to a trajectory executor. rclpy wiring only: every decision (sync,
 scheduling, safety, message layout, diagnostics) lives in the pure modules it calls.
 
-Lifecycle (a ROS 2 managed node, design.ros2.org "Managed nodes"; driven by ``--autostart`` or from outside over the standard
+Lifecycle (a ROS 2 managed node; driven by ``--autostart`` or from outside over the standard
 lifecycle services, e.g. ``ros2 lifecycle set /lightwam_policy configure``):
 - configure: parameters -> PolicyConfig -> bundle loaded and verified -> config checked against the
   bundle -> PolicyPipeline on the backend/device/dtype -> warm-up; subscriptions, the inference
