@@ -138,16 +138,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("dry_run", _B, False, "compute and publish ~/action_chunk but command nothing",
               runtime=True),
     ParamSpec("control.realtime_priority", _I, 0, "SCHED_FIFO priority of the control (executor) "
-              "thread, 1..99 (0 = off); needs rtprio (limits.conf) or CAP_SYS_NICE", range=(0, 99)),
+              "thread, 1..99 (0 = off); needs rtprio in /etc/security/limits.conf or CAP_SYS_NICE (without "
+              "it: a warning, normal scheduling)", range=(0, 99)),
     ParamSpec("control.switch_interval", _D, 0.0, "python GIL switch interval [s] (sys.setswitchinterval; "
-              "0 = leave python's default): a short one lets the control thread in sooner while inference "
-              "threads run", range=(0.0, 0.1)),
+              "0 = leave python's default, 5 ms): a short one (0.001) lets the control thread in sooner while "
+              "inference threads hold the GIL", range=(0.0, 0.1)),
     ParamSpec("cameras.names", _SA, None, "bundle layout camera names, in order", required=True),
     ParamSpec("cameras.topics", _SA, None, "image topic per camera (same length as cameras.names)",
               required=True),
     ParamSpec("sync.slop", _D, 0.02, "max stamp spread of a camera set [s] (spread must be < slop)",
               range=(0.0, 10.0), positive=True, runtime=True),
-    ParamSpec("sync.queue_size", _I, 10, "per-camera queue of distinct stamps", range=(1, 1000),
+    ParamSpec("sync.queue_size", _I, 10, "per-camera queue of distinct stamps (also the camera "
+              "subscription depth)", range=(1, 1000),
               runtime=True),
     ParamSpec("sync.max_age", _D, 0.25, "a camera set older than this (now - stamp) is never used [s]",
               range=(0.0, 60.0), positive=True, runtime=True),
@@ -155,13 +157,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "robot holds [s]", range=(0.0, 60.0), positive=True, runtime=True),
     ParamSpec("joints.state_topic", _S, "joint_states", "sensor_msgs/JointState topic"),
     ParamSpec("joints.names", _SA, None, "joint names giving the proprio state, in the bundle's "
-              "state order", required=True),
+              "state order (picked by name from each message)", required=True),
     ParamSpec("joints.max_age", _D, 0.25, "an older joint state makes the robot hold [s]",
               range=(0.0, 60.0), positive=True, runtime=True),
     ParamSpec("joints.future_tolerance", _D, 0.05, "a joint state stamped further ahead of the node's "
               "clock than this is refused (clock skew between hosts) [s]", range=(0.0, 10.0), runtime=True),
     ParamSpec("instruction.topic", _S, "instruction", "std_msgs/String topic, transient-local"),
-    ParamSpec("instruction.default", _S, "", "instruction used until one arrives", runtime=True),
+    ParamSpec("instruction.default", _S, "", "instruction used until the first one arrives on the "
+              "topic (an empty one there means stop)", runtime=True),
     ParamSpec("chunk.merge", _S, "blend", "how a new chunk takes over from the one in flight",
               choices=tuple(m.value for m in MergeMode), runtime=True),
     ParamSpec("chunk.blend_steps", _I, 4, "linear crossfade length for blend [steps]",
@@ -170,8 +173,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "trained_steps; never more)", range=(0, 100000), runtime=True),
     ParamSpec("chunk.latency_margin", _D, 0.5, "request the next inference when remaining steps*dt "
               "<= (1 + margin) * expected latency", range=(0.0, 100.0), runtime=True),
-    ParamSpec("chunk.max_inflight", _I, 2, "inference requests allowed in flight at once (overlapping "
-              "requests keep the robot fed when inference takes over half a chunk; 1 = one at a time)",
+    ParamSpec("chunk.max_inflight", _I, 2, "inference requests allowed in flight at once (1 = one at "
+              "a time); the node runs min(chunk.max_inflight, the backend's max_concurrency) inference "
+              "workers: 1 on the CPU, with CUDA graphs and with torch.compile (a larger value logs a warning "
+              "naming the cap used), up to 4 on CUDA eager / ONNX CUDA, where overlapping requests keep the "
+              "plan alive when inference takes more than half a chunk",
               range=(1, 4)),
     ParamSpec("output.mode", _S, "joint_trajectory", "output adapter",
               choices=tuple(m.value for m in OutputMode)),
@@ -180,7 +186,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "empty = joints.names"),
     ParamSpec("output.action_space", _S, "position", "what an action is: absolute positions (a hold "
               "repeats the last command) or deltas a controller integrates (a hold publishes nothing, "
-              "or output.hold_command)", choices=tuple(a.value for a in ActionSpace)),
+              "or output.hold_command; forward output only)", choices=tuple(a.value for a in ActionSpace)),
     ParamSpec("output.hold_command", _DA, [], "delta action space only: the neutral command published "
               "each control tick while holding in forward mode ([] = publish nothing)"),
     ParamSpec("output.send_velocities", _B, False, "finite-difference velocities in the trajectory "
