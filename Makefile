@@ -5,6 +5,7 @@
 #   make test-jazzy   the tests marked `ros` (rclpy, messages, DDS) against ROS 2 Jazzy (Fast DDS 2.x)
 #   make test-avx2    the tests marked `numeric` again with the CPU kernels capped at AVX2
 #   make check-py310  the package, launch file and tests use nothing newer than Python 3.10
+#   make lint    ruff (rules and their reasons: pyproject.toml)
 # The venv is rebuilt only when this Makefile (the pins) or setup.py change (stamp file).
 # On a robot with a system ROS 2 installation, do NOT use this venv: see README.md "Install".
 
@@ -44,6 +45,8 @@ COLCON_PKGS := \
 # Python 3.10 is the oldest Python a supported ROS 2 distro runs (Humble); the venvs are 3.11, so
 # `make check-py310` checks statically that no newer syntax or stdlib feature slipped in.
 VERMIN_PKG := vermin==1.9.2
+# The linter, pinned: a new ruff release adds checks, and `make lint` must not fail on its own.
+LINT_PKGS := ruff==0.17.5
 
 VENV_JAZZY ?= .venv-jazzy
 PY_JAZZY := $(VENV_JAZZY)/bin/python
@@ -55,12 +58,13 @@ export HOME
 
 PYTEST_FLAGS ?= -q --timeout=600
 
-.PHONY: help venv venv-jazzy demo test test-kilted test-jazzy test-avx2 check-py310 clean-venv
+.PHONY: help venv venv-jazzy demo test lint test-kilted test-jazzy test-avx2 check-py310 clean-venv
 
 help:
 	@echo "make venv         create $(VENV) with pinned dependencies and the package (editable)"
 	@echo "make demo         run the embedded demo (lightwam demo): outputs under out/demo/"
-	@echo "make test         every check: check-py310, test-kilted, test-avx2, test-jazzy (what CI runs)"
+	@echo "make test         every check: lint, check-py310, test-kilted, test-avx2, test-jazzy (what CI runs)"
+	@echo "make lint         ruff check (configuration in pyproject.toml)"
 	@echo "make test-kilted  run the whole pytest suite (pytest $(PYTEST_FLAGS) test/)"
 	@echo "make test-jazzy   run the tests marked ros under ROS 2 Jazzy (venv $(VENV_JAZZY))"
 	@echo "make test-avx2    rerun the tests marked numeric with CPU kernels capped at AVX2"
@@ -72,7 +76,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): Makefile setup.py setup.cfg package.xml | $(PY)
-	$(PY) -m pip install --upgrade-strategy only-if-needed $(ROS_PKGS) $(PY_PKGS) $(COLCON_PKGS) $(VERMIN_PKG)
+	$(PY) -m pip install --upgrade-strategy only-if-needed $(ROS_PKGS) $(PY_PKGS) $(COLCON_PKGS) $(VERMIN_PKG) \
+		$(LINT_PKGS)
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	$(PY) -c "import rclpy, torch, onnxruntime, rosbags, cv2, lightwam_ros; print('venv ok: torch', torch.__version__)"
 	touch $(STAMP)
@@ -84,7 +89,7 @@ demo: $(STAMP)
 # Every step runs even after a failure (one run shows all of them); the target fails if any step
 # failed. A pytest step that selects no test exits 5 and so counts as a failure: a marker that
 # selects nothing means that check silently stopped checking.
-TEST_STEPS := check-py310 test-kilted test-avx2 test-jazzy
+TEST_STEPS := lint check-py310 test-kilted test-avx2 test-jazzy
 
 test:
 	@failed=""; for step in $(TEST_STEPS); do \
@@ -126,6 +131,9 @@ test-avx2: $(STAMP)
 	@mkdir -p "$(HOME)"
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest $(PYTEST_FLAGS) -m numeric \
 		-k "not onnx and not export" test/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lightwam_ros launch test setup.py
 
 check-py310: $(STAMP)
 	$(VENV)/bin/vermin --no-tips --violations -t=3.10- --eval-annotations \

@@ -21,10 +21,17 @@ from typing import Any
 
 import numpy as np
 import yaml
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.interfaces import (
+    MessageDefinitionFormat,
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
-from rosbags.interfaces import MessageDefinitionFormat
 
 NS_PER_S = 1_000_000_000
 
@@ -121,7 +128,7 @@ class BagReader:
         try:
             self._reader = Reader(self.path)
             self._reader.open()
-        except Exception as exc:  # rosbags raises several types; the user needs the bag path
+        except Exception as exc:  # noqa: BLE001 - rosbags raises several types; the user needs the bag path
             raise BagError(f"bag {self.path}: cannot open ({exc})") from None
         self._typestore = get_typestore(Stores.ROS2_KILTED)
         self._register_bag_types()
@@ -146,7 +153,8 @@ class BagReader:
             latched = any(q.durability is QosDurability.TRANSIENT_LOCAL for q in qos)
             prev = topics.get(conn.topic)
             count = conn.msgcount + (prev.count if prev else 0)
-            topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count, latched or bool(prev and prev.transient_local))
+            topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count,
+                                           latched or bool(prev and prev.transient_local))
         count = self._reader.message_count
         return BagInfo(
             path=self.path,
@@ -196,7 +204,7 @@ class BagReader:
         func = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
         try:
             decoded, _ = func(memoryview(raw)[4:], 0, msgdef.cls, self._typestore)
-        except Exception as exc:  # struct/Unicode/Value errors: a corrupt or mistyped message
+        except Exception as exc:  # noqa: BLE001 - struct/Unicode/Value errors: a corrupt or mistyped message
             raise BagError(f"message on {msg.topic} ({msg.msgtype}) does not decode: {exc}") from None
         return decoded
 
@@ -259,7 +267,8 @@ def find_topic(info: BagInfo, name: str, msgtype: str | None = None, namespace: 
     if len(candidates) == 1:
         return candidates[0]
     typed = sorted(info.topics) if msgtype is None else info.topics_of_type(msgtype)
-    detail = f"several match: {sorted(candidates)}" if candidates else f"bag topics{' of type ' + msgtype if msgtype else ''}: {typed}"
+    detail = (f"several match: {sorted(candidates)}" if candidates
+              else f"bag topics{' of type ' + msgtype if msgtype else ''}: {typed}")
     raise BagError(f"{what} {name!r} (resolved {resolved}) is not in bag {info.path}; {detail}")
 
 

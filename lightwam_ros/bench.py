@@ -65,7 +65,7 @@ class StageStats:
     max_ms: float
 
     @classmethod
-    def of(cls, stage: str, values: list[float]) -> "StageStats":
+    def of(cls, stage: str, values: list[float]) -> StageStats:
         a = np.asarray(values, dtype=np.float64)
         return cls(stage, float(np.median(a)), float(np.percentile(a, 90)), float(a.mean()), float(a.min()),
                    float(a.max()))

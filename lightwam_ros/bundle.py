@@ -298,7 +298,7 @@ class Embodiment:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Embodiment":
+    def from_dict(cls, data: Mapping[str, Any]) -> Embodiment:
         known = {"layout", "cameras", "action_names", "state_names", "normalization", "trained_steps", "action_rate_hz"}
         unknown = set(data) - known
         if unknown:
@@ -418,7 +418,7 @@ class Bundle:
     # -- reading ---------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Bundle":
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> Bundle:
         path = Path(path)
         mpath = path / MANIFEST
         if not path.is_dir():
@@ -555,7 +555,7 @@ class Bundle:
         lora_merged: bool = False,
         source: Mapping[str, Any] | None = None,
         verify: bool = True,
-    ) -> "Bundle":
+    ) -> Bundle:
         """Write a complete bundle (weights per part, official names) and return it loaded.
 
         `weights` maps each of PARTS to its tensors (eager or LazyTensor). Contexts map an instruction

@@ -138,7 +138,7 @@ class InferencePool:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
-    def __enter__(self) -> "InferencePool":
+    def __enter__(self) -> InferencePool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -85,13 +85,15 @@ class Layout:
                 raise ValueError(f"layout {self.name!r}: cell {c.camera!r} does not fit in the {h}x{w} canvas")
         for i, a in enumerate(self.cells):
             for b in self.cells[i + 1:]:
-                if a.row < b.row + b.height and b.row < a.row + a.height and a.col < b.col + b.width and b.col < a.col + a.width:
+                if (a.row < b.row + b.height and b.row < a.row + a.height
+                        and a.col < b.col + b.width and b.col < a.col + a.width):
                     raise ValueError(f"layout {self.name!r}: cells {a.camera!r} and {b.camera!r} overlap")
         for cam, hw in pre.items():
             if cam not in names:
                 raise ValueError(f"layout {self.name!r}: pre_resize_hw names unknown camera {cam!r}; cameras {names}")
             if len(hw) != 2 or min(hw) <= 0:
-                raise ValueError(f"layout {self.name!r}: pre_resize_hw[{cam!r}] must be [height, width] > 0, got {list(hw)}")
+                raise ValueError(f"layout {self.name!r}: pre_resize_hw[{cam!r}] must be [height, width] > 0, "
+                                 f"got {list(hw)}")
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -106,7 +108,7 @@ class Layout:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Layout":
+    def from_dict(cls, data: Mapping) -> Layout:
         unknown = set(data) - {"name", "canvas_hw", "cells", "pre_resize_hw"}
         if unknown:
             raise ValueError(f"layout: unknown keys {sorted(unknown)}")

@@ -47,9 +47,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                               ParameterUninitializedException)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -93,7 +96,8 @@ def _descriptor(d: cfgmod.Declaration) -> ParameterDescriptor:
     desc = ParameterDescriptor(name=d.name, type=Parameter.Type[d.type_name].value,
                                description=d.description, additional_constraints=d.constraints)
     if d.float_range is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=d.float_range[0], to_value=d.float_range[1], step=0.0)]
+        desc.floating_point_range = [FloatingPointRange(from_value=d.float_range[0], to_value=d.float_range[1],
+                                                        step=0.0)]
     if d.integer_range is not None:
         desc.integer_range = [IntegerRange(from_value=d.integer_range[0], to_value=d.integer_range[1], step=1)]
     return desc
@@ -376,9 +380,9 @@ class PolicyNode(LifecycleNode):
             workers = inference_workers(cfg.chunk.max_inflight, pipeline.max_concurrency)
             if cfg.chunk.max_inflight > workers:
                 self.get_logger().warning(
-                    f"chunk.max_inflight {cfg.chunk.max_inflight}: backend {pipeline.backend.name} on {pipeline.device} "
-                    f"overlaps at most {pipeline.max_concurrency} inference(s) usefully; running {workers} "
-                    f"inference worker(s), so at most {workers} request(s) in flight")
+                    f"chunk.max_inflight {cfg.chunk.max_inflight}: backend {pipeline.backend.name} "
+                    f"on {pipeline.device} overlaps at most {pipeline.max_concurrency} inference(s) usefully; "
+                    f"running {workers} inference worker(s), so at most {workers} request(s) in flight")
             rt = self._wire(cfg, info, pipeline, text_encoder, workers)
             if warm_ms == warm_ms and warm_ms > 0:  # not NaN: pace the first requests from the warm-up
                 rt.scheduler.prime(int(warm_ms * 1e6), cfg.chunk.steps_limit(info.trained_steps), pipeline.dt_ns)
@@ -1097,7 +1101,7 @@ def _shut_down(node: PolicyNode, why: str) -> None:
         node.get_logger().info(f"{why}: shutting down")
         if node.lifecycle_state() in ("unconfigured", "inactive", "active"):
             node.trigger_shutdown()
-    node._release(SHUTDOWN_INFERENCE_WAIT_S)  # what is left (a configure cut short): no long wait either
+    node._release(SHUTDOWN_INFERENCE_WAIT_S)  # noqa: SLF001 - what is left (a configure cut short): no long wait either
     node.destroy_node()
 
 

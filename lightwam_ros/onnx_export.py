@@ -80,7 +80,7 @@ def ort_check(path: Path, inputs: tuple[torch.Tensor, ...], reference: np.ndarra
         so.log_severity_level = 3
         sess = ort.InferenceSession(str(path), so, providers=[provider])
         out = sess.run([OUTPUT_NAME], {n: t.detach().cpu().numpy() for n, t in zip(INPUT_NAMES, inputs)})[0]
-    except Exception as exc:  # e.g. ORT's CPU provider has no kernel for some float16/bfloat16 op
+    except Exception as exc:  # noqa: BLE001 - e.g. ORT's CPU provider has no kernel for some float16/bfloat16 op
         return None, f"not verified: {provider} could not run it ({str(exc).splitlines()[0][:200]})"
     return float(np.max(np.abs(out.astype(np.float64) - reference.astype(np.float64)))), provider
 

@@ -86,7 +86,7 @@ class PolicyPipeline:
     def from_bundle(cls, path: str | Path | Bundle, backend: str | BackendKind = "torch", device: str = "auto",
                     dtype: str = "float32", steps: int | None = None, *, verify: bool = True,
                     text_cache_dir: str | Path | None = None, action_rate_hz: float | None = None,
-                    sync_stages: bool = False, **backend_options: Any) -> "PolicyPipeline":
+                    sync_stages: bool = False, **backend_options: Any) -> PolicyPipeline:
         """Load (and verify) a bundle and open a backend on it.
 
         device: auto | cpu | cuda | cuda:N. dtype: float32 | bfloat16 | float16; on the CPU it is forced to
@@ -267,7 +267,7 @@ class PolicyPipeline:
             self._canvases.clear()
         self.backend.close()
 
-    def __enter__(self) -> "PolicyPipeline":
+    def __enter__(self) -> PolicyPipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:

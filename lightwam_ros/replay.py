@@ -33,13 +33,27 @@ from typing import Any
 import numpy as np
 
 from lightwam_ros.bags import (
-    BagError, BagInfo, BagMessage, BagReader, BagWriter, find_topic, header_stamp_from_cdr, read_bag_info,
+    BagError,
+    BagInfo,
+    BagMessage,
+    BagReader,
+    BagWriter,
+    find_topic,
+    header_stamp_from_cdr,
+    read_bag_info,
     resolve_name,
 )
 from lightwam_ros.config import NODE_NAME, OutputMode, PolicyConfig, SyncConfig, from_params
 from lightwam_ros.replay_metrics import (
-    JOINT_STATE, ReferenceTrack, command_track, json_safe, latency_summary, open_loop_error, percentiles,
-    plot_replay, reference_track,
+    JOINT_STATE,
+    ReferenceTrack,
+    command_track,
+    json_safe,
+    latency_summary,
+    open_loop_error,
+    percentiles,
+    plot_replay,
+    reference_track,
 )
 from lightwam_ros.sync import FrameSync
 from lightwam_ros.types import ActionChunk
@@ -150,7 +164,8 @@ def replay_window(info: BagInfo, start_s: float, duration_s: float | None) -> tu
     return start, stop
 
 
-def input_stream(reader: BagReader, inputs: InputTopics, start_ns: int, stop_ns: int) -> Iterator[tuple[int, BagMessage]]:
+def input_stream(reader: BagReader, inputs: InputTopics, start_ns: int,
+                 stop_ns: int) -> Iterator[tuple[int, BagMessage]]:
     """(delivery time, message) of every input in [start, stop), in record order.
 
     Latched topics (the instruction, anything recorded transient-local) deliver their last message

@@ -31,8 +31,14 @@ from typing import Any
 from lightwam_ros.bags import BagReader
 from lightwam_ros.config import OutputMode, PolicyConfig
 from lightwam_ros.replay import (
-    IMAGE, FrameSetCounter, InputTopics, OutputRecorder, OutputTopics, ReplayError,
-    ReplayOptions, input_stream,
+    IMAGE,
+    FrameSetCounter,
+    InputTopics,
+    OutputRecorder,
+    OutputTopics,
+    ReplayError,
+    ReplayOptions,
+    input_stream,
 )
 from lightwam_ros.replay_metrics import percentiles
 

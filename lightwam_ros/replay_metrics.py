@@ -111,8 +111,8 @@ def command_track(reader: BagReader, topic: str, names: Sequence[str],
     JointTrajectory (JointTrajectoryController semantics): a message starts at its header stamp
     (record time if 0: "start on arrival"); the controller is then where the previous trajectory
     had it (holding its last point once it ended) and moves from there to the new points at
-    start + time_from_start, which replace whatever was planned from that start on. Float64MultiArray: one command per message at its record time,
-    dims in action order.
+    start + time_from_start, which replace whatever was planned from that start on.
+    Float64MultiArray: one command per message at its record time, dims in action order.
     """
     msgtype = reader.info.topics[topic].msgtype
     if msgtype == FLOAT64_ARRAY:

@@ -40,13 +40,21 @@ from typing import Any
 
 import numpy as np
 
-from lightwam_ros.config import PolicyConfig
-from lightwam_ros.replay import (
-    IMAGE, STRING, FrameSetCounter, InputTopics, OutputRecorder, OutputTopics, ReplayError, ReplayOptions,
-    input_stream, msgtype_of,
-)
 from lightwam_ros.bags import BagReader
+from lightwam_ros.config import PolicyConfig
 from lightwam_ros.inference_worker import PoolResult
+from lightwam_ros.replay import (
+    IMAGE,
+    STRING,
+    FrameSetCounter,
+    InputTopics,
+    OutputRecorder,
+    OutputTopics,
+    ReplayError,
+    ReplayOptions,
+    input_stream,
+    msgtype_of,
+)
 from lightwam_ros.replay_metrics import percentiles
 from lightwam_ros.sync import DropReason
 from lightwam_ros.types import ActionChunk, FrameSet

@@ -67,8 +67,9 @@ def hold_reason(*, active: bool, paused: bool, state_fresh: bool, dead_cameras: 
     """The single reason the robot must not follow the plan this tick, or None.
 
     ``tick_status`` is ``ChunkScheduler.tick(now).status``. DRY_RUN means: publish nothing on the
-    output (not even a hold), everything else runs. Order: lifecycle and operator first, then inputs (a stale input overrides a plan in flight: the
-    plan was computed from a world that may no longer hold), then the plan itself, then dry_run.
+    output (not even a hold), everything else runs. Order: lifecycle and operator first, then inputs
+    (a stale input overrides a plan in flight: the plan was computed from a world that may no longer
+    hold), then the plan itself, then dry_run.
     """
     if not active:
         return HoldReason.INACTIVE

@@ -88,7 +88,8 @@ class CameraDropout:
             t0, t1 = window.split("-", 1)
             return cls(name, float(t0), float(t1))
         except ValueError as exc:
-            raise ValueError(f"--drop-camera expects NAME@T0-T1 in seconds (e.g. cam_high@2-3.5), got {text!r}: {exc}") from None
+            raise ValueError(f"--drop-camera expects NAME@T0-T1 in seconds (e.g. cam_high@2-3.5), "
+                             f"got {text!r}: {exc}") from None
 
     def covers(self, t_s: float) -> bool:
         return self.t0_s <= t_s < self.t1_s
@@ -176,7 +177,8 @@ class SyntheticBagSpec:
             raise ValueError(f"SyntheticBagSpec.version must be 8 or 9, got {self.version}")
         for drop in self.dropouts:
             if drop.camera not in self.cameras:
-                raise ValueError(f"SyntheticBagSpec.dropouts: unknown camera {drop.camera!r}, cameras are {self.cameras}")
+                raise ValueError(f"SyntheticBagSpec.dropouts: unknown camera {drop.camera!r}, "
+                                 f"cameras are {self.cameras}")
         if not self.joint_names:
             raise ValueError("SyntheticBagSpec.joint_names must not be empty")
         times = [i.t_s for i in self.instructions]
@@ -379,8 +381,7 @@ def write_synthetic_bag(spec: SyntheticBagSpec, out_dir: str | Path) -> Path:
     ``out_dir`` must not exist (rosbag2 refuses to overwrite a bag, and so do we).
     """
     # Imported here so that scene rendering works without the bag stack.
-    from lightwam_ros.bags import BagWriter, image_payload, joint_state_payload, string_payload
-    from lightwam_ros.bags import transient_local_qos
+    from lightwam_ros.bags import BagWriter, image_payload, joint_state_payload, string_payload, transient_local_qos
 
     out = Path(out_dir)
     with BagWriter(out, storage=spec.storage.value, version=spec.version) as writer:

@@ -143,7 +143,7 @@ class UnknownInstructionError(KeyError):
         return self.message
 
 
-def _as_bundle(source: "Bundle | str | os.PathLike") -> "Bundle":
+def _as_bundle(source: Bundle | str | os.PathLike) -> Bundle:
     from lightwam_ros.bundle import Bundle
 
     return source if isinstance(source, Bundle) else Bundle.load(source, verify=False)
@@ -166,7 +166,7 @@ class TextContexts:
     Returned tensors are shared and must not be modified in place. Thread-safe.
     """
 
-    def __init__(self, source: "Bundle | str | os.PathLike", cache_dir: str | os.PathLike | None = None,
+    def __init__(self, source: Bundle | str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                  verify: bool = True) -> None:
         from lightwam_ros.bundle import BundleError
 
@@ -183,9 +183,11 @@ class TextContexts:
         if verify:
             digest = bundle.files.get(bundle.contexts_file)
             if digest is None:
-                raise BundleError(f"{self.bundle_dir / 'manifest.json'}: 'files' has no sha256 for {bundle.contexts_file}")
+                raise BundleError(f"{self.bundle_dir / 'manifest.json'}: 'files' has no sha256 "
+                                  f"for {bundle.contexts_file}")
             if _sha256(path) != digest:
-                raise BundleError(f"{path}: sha256 differs from the manifest (file changed after the bundle was written)")
+                raise BundleError(f"{path}: sha256 differs from the manifest "
+                                  "(file changed after the bundle was written)")
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -196,7 +198,8 @@ class TextContexts:
                 self._by_key[key] = t
         for instruction, key in bundle.instructions.items():
             if key not in self._by_key:
-                raise BundleError(f"{path}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
+                raise BundleError(f"{path}: no context {key} for instruction {instruction!r} "
+                                  "(manifest text.instructions)")
             self._index(instruction, key)
         if self.cache_dir is not None and self.cache_dir.is_dir():
             for p in sorted(self.cache_dir.glob("*" + _CACHE_SUFFIX)):
@@ -260,7 +263,7 @@ class TextContexts:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensor = f.get_tensor("context")
-        except Exception as exc:  # a half-written or foreign file must not stop the robot
+        except Exception as exc:  # noqa: BLE001 - a half-written or foreign file must not stop the robot
             log.warning("text cache %s ignored: %s", path, exc)
             return
         instruction = meta.get("instruction")
@@ -288,7 +291,7 @@ def write_cache_context(cache_dir: str | os.PathLike, instruction: str, context:
     return path
 
 
-def add_contexts(bundle: "Bundle | str | os.PathLike", contexts: Mapping[str, torch.Tensor]) -> dict[str, str]:
+def add_contexts(bundle: Bundle | str | os.PathLike, contexts: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """Add or replace instruction contexts in a bundle; returns {instruction: key}.
 
     Rewrites text_contexts.safetensors atomically and updates the manifest's text.instructions and the
@@ -327,7 +330,7 @@ def read_instruction_file(path: str | os.PathLike) -> list[str]:
 
 
 def encode_into_bundle(
-    bundle: "Bundle | str | os.PathLike", instructions: Iterable[str], encoder, *, batch_size: int = 8,
+    bundle: Bundle | str | os.PathLike, instructions: Iterable[str], encoder, *, batch_size: int = 8,
     overwrite: bool = False, progress=None,
 ) -> EncodeReport:
     """Encode instructions with a `umt5.UMT5TextEncoder` and add them to the bundle (then it re-verifies).
@@ -368,7 +371,7 @@ def encode_into_bundle(
     return EncodeReport(tuple(contexts), tuple(skipped), spent / max(len(contexts), 1), tuple(truncated))
 
 
-def import_official_cache(bundle: "Bundle | str | os.PathLike", instructions: Iterable[str],
+def import_official_cache(bundle: Bundle | str | os.PathLike, instructions: Iterable[str],
                           cache_dir: str | os.PathLike) -> dict[str, str]:
     """Add contexts from an official training cache (no umT5 needed); returns {instruction: key}."""
     b = _as_bundle(bundle)
@@ -559,7 +562,7 @@ class OnlineTextEncoder:
                     f"text.wan_dir {self.config.wan_dir}: umT5 gives [{encoder.max_length}, {encoder.text_dim}] "
                     f"contexts but the bundle needs {list(self.contexts.shape)}"
                 )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded as FAILED, reported to whoever waits
             with self._cond:
                 self._state, self._load_error = EncoderState.FAILED, f"{type(exc).__name__}: {exc}"
                 self._cond.notify_all()
@@ -585,7 +588,7 @@ class OnlineTextEncoder:
                 context = self._encoder.encode([instruction])[0]
                 self.last_encode_s = time.monotonic() - t0
                 self.contexts.add(instruction, context)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - this instruction FAILED; the worker goes on
                 log.error("encoding instruction %r failed: %s", instruction, exc)
                 self._set(instruction, TextStatus.FAILED, f"{type(exc).__name__}: {exc}")
                 continue

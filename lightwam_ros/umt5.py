@@ -243,7 +243,7 @@ class UMT5TextEncoder:
     def from_wan_dir(
         cls, wan_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.bfloat16,
         **kwargs,
-    ) -> "UMT5TextEncoder":
+    ) -> UMT5TextEncoder:
         paths = WanTextPaths(Path(wan_dir))
         paths.check()
         if isinstance(dtype, str):

@@ -77,12 +77,6 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; the skip reason says why)")
-    config.addinivalue_line("markers", "ros: touches rclpy, ROS messages or DDS (set automatically, see _touches_ros)")
-    config.addinivalue_line("markers", "numeric: compares float results of CPU kernels (must pass with AVX-512, AVX2 and baseline kernels)")
-
-
 @pytest.fixture
 def sim_factory(tiny_bundle: Path):
     """Start real PolicyNodes on a simulated clock (test/fault_sim.py); all are closed at teardown."""

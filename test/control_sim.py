@@ -112,7 +112,7 @@ class ControlInference(SimulatedInference):
     """SimulatedInference whose latency and chunk faults follow the episode's current step, and
     that counts the wall time spent predicting (excluded from the callback-time bound)."""
 
-    def __init__(self, episode: "Episode", workers: int) -> None:
+    def __init__(self, episode: Episode, workers: int) -> None:
         super().__init__(self._predict_synthetic, episode.clock, 40 * MS, workers=workers)
         self.episode = episode
         self.predict_s = 0.0
@@ -165,7 +165,7 @@ class ControlSim:
             p["output.joint_names"] = names[:-1] + ["aux_gripper"]
         return p
 
-    def episode(self, profile: Profile) -> "Episode":
+    def episode(self, profile: Profile) -> Episode:
         node = self.node
         old = node._rt  # noqa: SLF001
         if old.active:
@@ -386,7 +386,7 @@ class Episode:
         t0 = time.thread_time()
         try:
             result = fn(*args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise Violation(f"raised: {what} callback raised {type(exc).__name__}: {exc}") from exc
         took = time.thread_time() - t0 - (self.inference.predict_s - p0)
         self.worst_callback_s = max(self.worst_callback_s, took)
@@ -435,7 +435,7 @@ class Episode:
             cmd = points[0]
             if self.profile.delta:
                 if not self.silent and self.last_pub is not None and (np.abs(cmd - self.last_pub) > cap + EPS).any():
-                    raise Violation(f"step: consecutive delta commands differ by more than max_step")
+                    raise Violation("step: consecutive delta commands differ by more than max_step")
             elif not self.silent and self.last_pub is not None:
                 if (np.abs(cmd - self.last_pub) > cap + EPS).any():
                     raise Violation(f"step: {what} command moves {np.abs(cmd - self.last_pub).max():.4f} from the "

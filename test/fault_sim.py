@@ -6,9 +6,10 @@ demo profile exactly as a launch would, then its own callbacks (``_on_image``, `
 time order, ``_now_ns`` returns the simulated clock, inference runs synchronously and is released a
 fixed latency later (replay_offline.SimulatedInference, with the node's worker count; the node's
 monotonic clock is the simulated one, so a chunk merges at exactly request + latency), and the
-publishers record instead of sending. Why not DDS: hold timing "within 2 control periods" and "no stale frame is used" must be
-exact, and a faulty input stream (backwards stamps, truncated images) is easier to script here than
-over a best-effort transport. Everything robot-facing is recorded per tick.
+publishers record instead of sending. Why not DDS: hold timing "within 2 control periods" and
+"no stale frame is used" must be exact, and a faulty input stream (backwards stamps, truncated
+images) is easier to script here than over a best-effort transport. Everything robot-facing is
+recorded per tick.
 
 The simulated robot executes its commands: the joint state it publishes is the last forward
 command (or the start pose before the first), so a jump in the command would show in the state.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from node_harness import as_overrides, demo_parameters
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
@@ -32,7 +34,6 @@ from lightwam_ros.images import ns_to_time, rgb_to_image
 from lightwam_ros.node import PolicyNode
 from lightwam_ros.replay_offline import SimClock, SimulatedInference, simulate_inference
 from lightwam_ros.synthetic import joint_positions, render_scene
-from node_harness import as_overrides, demo_parameters
 
 START_NS = 1_700_000_000_000_000_000
 CAMERA_PERIOD_NS = 33_333_333  # 30 Hz
@@ -275,10 +276,10 @@ def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_
     frames = {i: [render_scene(i, k / 30.0, h, w) for k in range(4)] for i in range(len(params["cameras.names"]))}
     sim = SimRobot(node=node, clock=clock, worker=worker, log=log, ctx=ctx, params=params, output=output,
                    chunks=chunks, diagnostics=diagnostics, frames=frames)
-    sim._next = {("joint",): START_NS + JOINT_PERIOD_NS, ("tick",): START_NS + TICK_NS,
+    sim._next = {("joint",): START_NS + JOINT_PERIOD_NS, ("tick",): START_NS + TICK_NS,  # noqa: SLF001
                  ("diag",): START_NS + DIAG_NS}
     for i in range(len(params["cameras.names"])):
-        sim._next[("cam", i, 1)] = START_NS + CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS
+        sim._next[("cam", i, 1)] = START_NS + CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS  # noqa: SLF001
     return sim
 
 

@@ -7,8 +7,15 @@ import pytest
 import yaml
 
 from lightwam_ros.bags import (
-    BagError, BagReader, BagWriter, find_topic, joint_state_payload, read_bag_info, resolve_name,
-    string_payload, transient_local_qos,
+    BagError,
+    BagReader,
+    BagWriter,
+    find_topic,
+    joint_state_payload,
+    read_bag_info,
+    resolve_name,
+    string_payload,
+    transient_local_qos,
 )
 from lightwam_ros.synthetic import SyntheticBagSpec, TimedInstruction, write_synthetic_bag
 

@@ -8,8 +8,18 @@ import pytest
 
 from lightwam_ros import config as C
 from lightwam_ros.config import (
-    Backend, BundleInfo, ConfigError, DType, MergeMode, OutputMode, apply_updates, declarations,
-    from_params, load_profile, resolve_bundle_path, validate_against_bundle,
+    Backend,
+    BundleInfo,
+    ConfigError,
+    DType,
+    MergeMode,
+    OutputMode,
+    apply_updates,
+    declarations,
+    from_params,
+    load_profile,
+    resolve_bundle_path,
+    validate_against_bundle,
 )
 
 N = 14
@@ -194,7 +204,8 @@ def test_safety_arrays():
     e = raises("safety.position_max", cfg, **{"safety.position_max": [1.0] * (N - 1)})
     assert "13 values" in str(e) and "14" in str(e)
     raises("safety.max_step", cfg, **{"safety.max_step": [0.1] * (N + 1)})
-    e = raises("safety.position_max", cfg, **{"safety.position_min": [0.0] * N, "safety.position_max": [-1.0] + [1.0] * (N - 1)})
+    e = raises("safety.position_max", cfg,
+               **{"safety.position_min": [0.0] * N, "safety.position_max": [-1.0] + [1.0] * (N - 1)})
     assert "dim 0" in str(e)
     raises("safety.max_step", cfg, **{"safety.max_step": [0.05] * (N - 1) + [0.0]})
     raises("safety.refuse_margin", cfg, **{"safety.refuse_margin": -1.0})
@@ -273,7 +284,8 @@ def test_load_profile_wildcard_then_node_override(tmp_path):
 def test_load_profile_namespaced_and_renamed_nodes(tmp_path):
     node, flat = load_profile(write(tmp_path, "/robot1/my_policy:\n  ros__parameters:\n    dry_run: true\n"))
     assert node == "my_policy" and flat == {"dry_run": True}
-    node, flat = load_profile(write(tmp_path, "robot1:\n  lightwam_policy:\n    ros__parameters:\n      dry_run: true\n"))
+    node, flat = load_profile(write(tmp_path,
+                                    "robot1:\n  lightwam_policy:\n    ros__parameters:\n      dry_run: true\n"))
     assert node == "lightwam_policy" and flat == {"dry_run": True}
     two = "a:\n  ros__parameters:\n    dry_run: true\nlightwam_policy:\n  ros__parameters:\n    dry_run: false\n"
     assert load_profile(write(tmp_path, two)) == ("lightwam_policy", {"dry_run": False})
@@ -284,7 +296,8 @@ def test_load_profile_namespaced_and_renamed_nodes(tmp_path):
 def test_load_profile_applies_ros_types(tmp_path):
     e = raises("control_rate_hz", load_profile, write(tmp_path, "/**:\n  ros__parameters:\n    control_rate_hz: 50\n"))
     assert "write 50.0" in str(e)
-    raises("safety.max_step", load_profile, write(tmp_path, "/**:\n  ros__parameters:\n    safety:\n      max_step: [1, 2]\n"))
+    raises("safety.max_step", load_profile,
+           write(tmp_path, "/**:\n  ros__parameters:\n    safety:\n      max_step: [1, 2]\n"))
 
 
 def test_load_profile_errors_name_the_file(tmp_path):
@@ -330,7 +343,8 @@ def test_validate_against_bundle_ok_and_warnings():
 
 
 def test_validate_against_bundle_names_the_parameter():
-    e = raises("cameras.names", validate_against_bundle, cfg(**{"cameras.names": ["head", "left_wrist", "front"]}), BUNDLE)
+    e = raises("cameras.names", validate_against_bundle,
+               cfg(**{"cameras.names": ["head", "left_wrist", "front"]}), BUNDLE)
     assert "missing ['right_wrist']" in str(e) and "unknown ['front']" in str(e)
     small = BundleInfo(BUNDLE.cameras, tuple(f"s{i}" for i in range(7)), tuple(f"a{i}" for i in range(7)), 8)
     raises("joints.names", validate_against_bundle, cfg(), small)

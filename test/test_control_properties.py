@@ -21,11 +21,21 @@ from __future__ import annotations
 import os
 
 import pytest
+from control_sim import (
+    CAMERA_MODES,
+    CHUNK_MODES,
+    JOINT_MODES,
+    LATENCIES_MS,
+    OPS,
+    PARAM_CHOICES,
+    UNKNOWN_INSTRUCTION,
+    ControlSim,
+    Profile,
+    Step,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from control_sim import (CAMERA_MODES, CHUNK_MODES, JOINT_MODES, LATENCIES_MS, OPS, PARAM_CHOICES,
-                         UNKNOWN_INSTRUCTION, ControlSim, Profile, Step)
 from lightwam_ros.demo_bundle import DEMO_INSTRUCTIONS
 
 _RELEASE = int(os.environ.get("LIGHTWAM_PROPERTY_EXAMPLES", "0") or 0)

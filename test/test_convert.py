@@ -32,8 +32,8 @@ from safetensors import safe_open
 
 from lightwam_ros import cli
 from lightwam_ros import convert as convert_mod
-from lightwam_ros.bundle import Bundle, read_safetensors_header
 from lightwam_ros.backends.torch_backend import load_policy
+from lightwam_ros.bundle import Bundle, read_safetensors_header
 from lightwam_ros.convert import BackboneSpec, ConvertError, ConvertRequest, convert
 from lightwam_ros.layouts import LAYOUTS, Preprocessor
 from lightwam_ros.model.config import MODEL_SIZES, ModelConfig

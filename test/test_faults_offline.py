@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fault_sim import CAMERA_PERIOD_NS, START_NS, TICK_NS, max_steps, start
+from fault_sim import CAMERA_PERIOD_NS, START_NS, TICK_NS, max_steps
 
 from lightwam_ros.demo_bundle import DEMO_INSTRUCTIONS
 from lightwam_ros.images import ns_to_time

@@ -35,7 +35,8 @@ def pattern(h: int, w: int, seed: int) -> np.ndarray:
     return v.astype(np.uint8)
 
 
-@pytest.mark.parametrize("name,size,seeds", [("robotwin_3cam", (480, 640), (0, 1, 2)), ("libero_2cam", (256, 256), (3, 4))])
+@pytest.mark.parametrize("name,size,seeds",
+                         [("robotwin_3cam", (480, 640), (0, 1, 2)), ("libero_2cam", (256, 256), (3, 4))])
 def test_canvas_matches_the_official_processor(name: str, size: tuple[int, int], seeds: tuple[int, ...]) -> None:
     golden = load_file(str(GOLDEN))
     layout = LAYOUTS[name]
@@ -69,7 +70,8 @@ def test_robotwin_cell_placement_and_value_range() -> None:
     assert float(canvas.min()) >= -1.0 - 1e-6 and float(canvas.max()) <= 1.0 + 1e-6
     img = canvas_to_uint8(canvas.unsqueeze(0))
     assert img.shape == (384, 320, 3) and img.dtype == np.uint8
-    assert img[0, 0].tolist() == [255, 0, 0] and img[300, 10].tolist() == [0, 255, 0] and img[383, 319].tolist() == [0, 0, 255]
+    assert (img[0, 0].tolist() == [255, 0, 0] and img[300, 10].tolist() == [0, 255, 0]
+            and img[383, 319].tolist() == [0, 0, 255])
 
 
 def test_libero_side_by_side_and_rotation() -> None:

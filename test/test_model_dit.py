@@ -101,7 +101,8 @@ def test_merged_lora_equals_unmerged_in_float32() -> None:
     with torch.no_grad():
         before = dit(latents, context)
         q = dit.blocks[1].self_attn
-        expected_q = q.q.weight.double() + q.lora_q.scale * (q.lora_q.up_proj.weight.double() @ q.lora_q.down_proj.weight.double())
+        expected_q = q.q.weight.double() + q.lora_q.scale * (q.lora_q.up_proj.weight.double()
+                                                             @ q.lora_q.down_proj.weight.double())
         dit.merge_lora()
         after = dit(latents, context)
     assert not dit.has_lora
@@ -190,4 +191,5 @@ def test_patchify_equals_conv3d() -> None:
     assert grid == (1, 4, 5)
     # Conv3d kernel vs our matmul: the same K-term sums, maybe in another order: <= K * eps of the scale.
     k = TINY.in_dim * 4
-    torch.testing.assert_close(tokens, ref.flatten(2).transpose(1, 2), rtol=0, atol=k * FP32_EPS * float(ref.abs().max()))
+    torch.testing.assert_close(tokens, ref.flatten(2).transpose(1, 2), rtol=0,
+                               atol=k * FP32_EPS * float(ref.abs().max()))

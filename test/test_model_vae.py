@@ -81,7 +81,7 @@ def causal_3d_reference(sd: dict[str, torch.Tensor], cfg: VAEConfig, image: torc
     def rms(x: torch.Tensor, name: str) -> torch.Tensor:
         return F.normalize(x, dim=1) * x.shape[1] ** 0.5 * sd[name + ".gamma"]
 
-    def per_frame(x: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001
+    def per_frame(x: torch.Tensor, fn) -> torch.Tensor:
         b, c, t, h, w = x.shape
         y = fn(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
         return y.reshape(b, t, *y.shape[1:]).permute(0, 2, 1, 3, 4)
@@ -110,7 +110,9 @@ def causal_3d_reference(sd: dict[str, torch.Tensor], cfg: VAEConfig, image: torc
             x, idx = res(x, f"encoder.downsamples.{idx}"), idx + 1
         if i != len(cfg.dim_mult) - 1:
             name = f"encoder.downsamples.{idx}.resample.1"
-            x = per_frame(x, lambda y: F.conv2d(F.pad(y, (0, 1, 0, 1)), sd[name + ".weight"], sd[name + ".bias"], stride=2))
+            # per_frame calls the lambda at once, with this iteration's name
+            x = per_frame(x, lambda y: F.conv2d(F.pad(y, (0, 1, 0, 1)),
+                                                sd[name + ".weight"], sd[name + ".bias"], stride=2))  # noqa: B023
             idx += 1  # downsample3d: first chunk caches and skips time_conv
     x = res(x, "encoder.middle.0")
     x = attn(x, "encoder.middle.1")
@@ -144,7 +146,8 @@ def test_stored_state_is_2d_and_reloads() -> None:
     assert sd["encoder.downsamples.0.residual.0.gamma"].shape == (8, 1, 1)
     assert sd["conv1.weight"].shape == (32, 32, 1, 1)
     assert not any("time_conv" in k for k in sd)
-    torch.testing.assert_close(sd["encoder.head.2.weight"], official_weights(CFG, seed=7)["encoder.head.2.weight"][:, :, -1])
+    torch.testing.assert_close(sd["encoder.head.2.weight"],
+                               official_weights(CFG, seed=7)["encoder.head.2.weight"][:, :, -1])
     other = VAEEncoder(CFG).double()
     other.load_state_dict(sd, strict=True)
     image = torch.rand(1, 3, 32, 32, dtype=torch.float64)

@@ -13,8 +13,16 @@ import numpy as np
 import pytest
 
 from lightwam_ros.demo import (
-    Candidate, DemoOptions, ExecutorLimits, TrajectoryExecutor, choose_settings, demo_candidates,
-    following_after_first_chunk, run_demo, summary_lines, write_profile,
+    Candidate,
+    DemoOptions,
+    ExecutorLimits,
+    TrajectoryExecutor,
+    choose_settings,
+    demo_candidates,
+    following_after_first_chunk,
+    run_demo,
+    summary_lines,
+    write_profile,
 )
 from lightwam_ros.latency_advice import ChunkTiming
 

@@ -177,7 +177,7 @@ def test_launch_plan_command_starts_an_acting_node_in_a_namespace(slow_bundle, t
                                share_dir=REPO_ROOT)
     params_file = plan.write_params_file(tmp_path)
     argv = _policy_node_command() + plan.command("policy_node", params_file)[1:]
-    log = open(tmp_path / "node.log", "w")
+    log = open(tmp_path / "node.log", "w")  # noqa: SIM115 - the node's stdout, closed below
     env = plan.environment() | {"OMP_NUM_THREADS": "1"}  # one torch thread: robust when cores are busy
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -10,8 +10,6 @@ the node's worker count at 1 (max_concurrency), so the two-worker run uses fault
 
 from __future__ import annotations
 
-import pytest
-
 from lightwam_ros.safety import HoldReason
 
 CHUNK_S = 24 * 0.020  # demo profile: 24 usable steps at 20 ms

@@ -52,7 +52,7 @@ class NodeProcess:
         exe = [str(script)] if script.exists() else [sys.executable, "-m", "lightwam_ros.node"]
         argv = exe + plan.command("policy_node", plan.write_params_file(tmp_path))[1:]
         self.log_path = tmp_path / "node.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - the node's stdout, closed in close()
         env = plan.environment() | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         # its own session: a test that fails never leaves the node behind (kill() takes the group)
         self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,

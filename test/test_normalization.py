@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightwam_ros.model.normalization import NormMode, Normalizer
+from lightwam_ros.model.normalization import Normalizer, NormMode
 
 # numpy elementwise float math: correctly rounded on every CPU (SIMD or not); the tolerances are a few
 # float32 rounding steps of the hand-computed values.
@@ -73,7 +73,8 @@ def test_from_dataset_stats_and_dict_round_trip() -> None:
     np.testing.assert_allclose(norm.denormalize_actions(np.array([1.0, 1.0])), [1.0, 3.0], atol=1e-6)
     again = Normalizer.from_dict(norm.to_dict())
     # exact by construction: the same statistics through the same elementwise ops
-    np.testing.assert_array_equal(again.denormalize_actions(np.array([0.3, -0.2])), norm.denormalize_actions(np.array([0.3, -0.2])))
+    np.testing.assert_array_equal(again.denormalize_actions(np.array([0.3, -0.2])),
+                                  norm.denormalize_actions(np.array([0.3, -0.2])))
     assert Normalizer.from_dataset_stats(stats, "min/max").normalize_state(np.array([4.0])).tolist() == [0.0]
     with pytest.raises(ValueError, match="missing 'action' -> 'arm'"):
         Normalizer.from_dataset_stats(stats, "z-score", action_key="arm")

@@ -11,8 +11,14 @@ from trajectory_msgs.msg import JointTrajectory
 from lightwam_ros.diagnostics import Diagnostics, DiagnosticsInput, LatencyWindow, Level
 from lightwam_ros.images import image_to_rgb, time_to_ns
 from lightwam_ros.outputs import (
-    action_chunk_from_msg, action_chunk_msg, debug_canvas, diagnostic_array, duration_to_ns,
-    forward_command, joint_trajectory, ns_to_duration,
+    action_chunk_from_msg,
+    action_chunk_msg,
+    debug_canvas,
+    diagnostic_array,
+    duration_to_ns,
+    forward_command,
+    joint_trajectory,
+    ns_to_duration,
 )
 from lightwam_ros.safety import HoldReason
 from lightwam_ros.scheduler import ChunkOutcome

@@ -86,7 +86,8 @@ def test_installed_package_runs_and_finds_its_share_dir(colcon_install: Path) ->
     env = dict(os.environ, PYTHONPATH=str(site), AMENT_PREFIX_PATH=str(colcon_install))
     (colcon_install / "share" / PKG / "models" / "my_bundle").mkdir(exist_ok=True)  # a bundle copied there
     probe = ("import lightwam_ros, lightwam_ros.launch_config as lc, lightwam_ros.config as c; "
-             "print(lightwam_ros.__file__); print(lc.package_share_dir()); print(lc.available_profiles(lc.package_share_dir())); "
+             "print(lightwam_ros.__file__); print(lc.package_share_dir()); "
+             "print(lc.available_profiles(lc.package_share_dir())); "
              "print(c.resolve_bundle_path('my_bundle'))")
     # cwd outside the checkout: `python -c` puts the cwd first on sys.path
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,

@@ -31,7 +31,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, np.ndarra
     d = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(11)
     images, paths = {}, {}
-    for i, cam in enumerate(CAMERAS):
+    for cam in CAMERAS:
         rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
         rgb[..., 0] //= 2  # make R and B statistically different, so a channel swap changes the canvas
         images[cam] = rgb

@@ -19,11 +19,22 @@ from lightwam_ros.cli import main as cli_main
 from lightwam_ros.demo_bundle import DEMO_INSTRUCTIONS, DEMO_JOINT_NAMES
 from lightwam_ros.replay import ReplayError, ReplayOptions, run_replay
 from lightwam_ros.replay_metrics import (
-    ReferenceKind, ReferenceTrack, command_track, joint_state_track, open_loop_error,
+    ReferenceKind,
+    ReferenceTrack,
+    command_track,
+    joint_state_track,
+    open_loop_error,
 )
 from lightwam_ros.synthetic import (
-    DEFAULT_INSTRUCTION, CameraDropout, SyntheticBagSpec, TimedInstruction, decode_reference, encode_image,
-    joint_positions, render_scene, write_synthetic_bag,
+    DEFAULT_INSTRUCTION,
+    CameraDropout,
+    SyntheticBagSpec,
+    TimedInstruction,
+    decode_reference,
+    encode_image,
+    joint_positions,
+    render_scene,
+    write_synthetic_bag,
 )
 from lightwam_ros.types import ActionChunk
 

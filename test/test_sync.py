@@ -126,7 +126,8 @@ def test_rejects_backwards_duplicate_future_and_unknown():
     assert s.add("a", 101 * MS + FUTURE_TOLERANCE_NS + 1, img(3), now_ns=101 * MS) is None
     assert s.add("zz", 100 * MS, img(4), now_ns=101 * MS) is None
     d = s.stats().drops
-    assert (d[DropReason.DUPLICATE], d[DropReason.BACKWARDS], d[DropReason.FUTURE], d[DropReason.UNKNOWN_CAMERA]) == (1, 1, 1, 1)
+    assert (d[DropReason.DUPLICATE], d[DropReason.BACKWARDS], d[DropReason.FUTURE],
+            d[DropReason.UNKNOWN_CAMERA]) == (1, 1, 1, 1)
     assert s.stats().queue_depths["a"] == 1
     # exactly at the tolerance is accepted (a camera clock slightly ahead of the host)
     assert s.add("b", 101 * MS + FUTURE_TOLERANCE_NS, img(5), now_ns=101 * MS) is None
@@ -251,7 +252,7 @@ def test_matches_reference_semantics_on_jittery_streams(seed):
     names = ["a", "b", "c"]
     slop, queue = 12 * MS, 3
     events = []
-    for k, name in enumerate(names):
+    for k, _name in enumerate(names):
         period = rng.choice([33, 33, 34]) * MS  # mostly equal rates, sometimes drifting
         t = rng.randrange(0, 9) * MS
         while t < 3 * S:

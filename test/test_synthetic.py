@@ -9,8 +9,17 @@ import pytest
 
 from lightwam_ros.bags import BagReader, stamp_ns
 from lightwam_ros.synthetic import (
-    ALOHA_JOINT_NAMES, CameraDropout, ImageEncoding, SyntheticBagSpec, TimedInstruction, decode_reference,
-    encode_image, iter_messages, joint_positions, render_scene, write_synthetic_bag,
+    ALOHA_JOINT_NAMES,
+    CameraDropout,
+    ImageEncoding,
+    SyntheticBagSpec,
+    TimedInstruction,
+    decode_reference,
+    encode_image,
+    iter_messages,
+    joint_positions,
+    render_scene,
+    write_synthetic_bag,
 )
 
 SMALL = dict(height=60, width=80, seconds=1.0, rate_hz=20.0)
@@ -133,7 +142,8 @@ def test_make_bag_command(tmp_path, capsys):
     out = tmp_path / "bag"
     rc = main(["make-bag", "--out", str(out), "--cameras", "2", "--size", "48x64", "--rate", "10", "--seconds", "1",
                "--drop-camera", "cam_left_wrist@0.2-0.5", "--encoding", "bgr8", "--storage", "sqlite3",
-               "--version", "8", "--joint-order", "shuffled", "--instruction", "stack the green block on the blue block@0.5",
+               "--version", "8", "--joint-order", "shuffled",
+               "--instruction", "stack the green block on the blue block@0.5",
                "--instruction", "pick up the red block"])
     assert rc == 0
     with BagReader(out) as r:

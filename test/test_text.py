@@ -20,9 +20,20 @@ import torch
 from safetensors import safe_open
 
 from lightwam_ros.text import (
-    PROMPT_TEMPLATE, EncoderState, OnlineEncoderConfig, OnlineTextEncoder, TextContexts, TextStatus,
-    UnknownInstructionError, add_contexts, clean_prompt, format_prompt, official_cache_path, prompt_key,
-    read_instruction_file, read_official_text_cache,
+    PROMPT_TEMPLATE,
+    EncoderState,
+    OnlineEncoderConfig,
+    OnlineTextEncoder,
+    TextContexts,
+    TextStatus,
+    UnknownInstructionError,
+    add_contexts,
+    clean_prompt,
+    format_prompt,
+    official_cache_path,
+    prompt_key,
+    read_instruction_file,
+    read_official_text_cache,
 )
 from lightwam_ros.umt5 import T5_FILENAME, TOKENIZER_SUBDIR
 
@@ -200,7 +211,8 @@ def test_text_contexts_detects_a_changed_file(bundle_dir):
 
     from lightwam_ros.bundle import BundleError
 
-    save_file({prompt_key("pick up the red block"): torch.zeros(128, 32)}, str(bundle_dir / "text_contexts.safetensors"))
+    save_file({prompt_key("pick up the red block"): torch.zeros(128, 32)},
+              str(bundle_dir / "text_contexts.safetensors"))
     with pytest.raises(BundleError, match="sha256"):
         TextContexts(bundle_dir)
 

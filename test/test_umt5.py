@@ -29,8 +29,16 @@ from safetensors import safe_open
 
 from lightwam_ros.text import format_prompt
 from lightwam_ros.umt5 import (
-    T5_FILENAME, TOKENIZER_SUBDIR, UMT5LoadError, UMT5TextEncoder, WanTextPaths, build_umt5_encoder,
-    convert_wan_state_dict, load_tokenizer, umt5_config_from_wan, wan_to_hf_key,
+    T5_FILENAME,
+    TOKENIZER_SUBDIR,
+    UMT5LoadError,
+    UMT5TextEncoder,
+    WanTextPaths,
+    build_umt5_encoder,
+    convert_wan_state_dict,
+    load_tokenizer,
+    umt5_config_from_wan,
+    wan_to_hf_key,
 )
 
 pytestmark = pytest.mark.numeric
@@ -77,7 +85,8 @@ def assert_fp32_close(actual: torch.Tensor, expected: torch.Tensor, d_ff: int) -
     torch.testing.assert_close(actual, expected, rtol=0, atol=atol)
 
 
-def assert_bf16_matches_official(ctx: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, num_layers: int) -> None:
+def assert_bf16_matches_official(ctx: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor,
+                                 num_layers: int) -> None:
     """Each prompt's context within (num_layers + 1) bf16 rounding steps (relative L2) of the golden.
 
     Another accumulation order can flip an intermediate bf16 rounding by one step (2**-8); allowing one
@@ -202,7 +211,7 @@ def test_bf16_eager_matches_official(golden, tokenizer):
     """Bit-identical on the CPU that made the golden; within bf16 rounding on the others."""
     wan, g, instructions = golden
     enc = UMT5TextEncoder(build_umt5_encoder(wan, dtype=torch.bfloat16), tokenizer)
-    assert enc.model.config._attn_implementation == "eager"
+    assert enc.model.config._attn_implementation == "eager"  # noqa: SLF001 - the transformers config field
     mask, layers = g["mask"].bool(), enc.model.config.num_layers
     ctx = enc.encode(instructions)
     assert_bf16_matches_official(ctx, g["ctx_bf16"], mask, layers)

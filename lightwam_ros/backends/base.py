@@ -51,7 +51,7 @@ class PolicyIO:
     action_dim: int
 
     @classmethod
-    def from_bundle(cls, bundle: "Bundle", steps: int | None = None) -> "PolicyIO":
+    def from_bundle(cls, bundle: Bundle, steps: int | None = None) -> PolicyIO:
         cfg = bundle.model_config
         steps = cfg.horizon if steps is None else int(steps)
         if not 0 < steps <= cfg.horizon:
@@ -131,13 +131,13 @@ class PolicyBackend(ABC):
         for _ in range(max(1, runs)):
             self.infer(*inputs)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release device memory; the backend must not be used afterwards."""
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
 
-    def __enter__(self) -> "PolicyBackend":
+    def __enter__(self) -> PolicyBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,7 +162,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def open_backend(kind: str | BackendKind, bundle: "Bundle", device: torch.device, dtype: torch.dtype,
+def open_backend(kind: str | BackendKind, bundle: Bundle, device: torch.device, dtype: torch.dtype,
                  steps: int | None = None, **options: Any) -> PolicyBackend:
     """Construct the backend of the given kind; options are backend specific (see each class)."""
     try:

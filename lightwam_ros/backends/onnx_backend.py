@@ -96,7 +96,7 @@ class OnnxBackend(PolicyBackend):
 
     name = "onnx"
 
-    def __init__(self, bundle: "Bundle", device: torch.device, dtype: torch.dtype, steps: int | None = None, *,
+    def __init__(self, bundle: Bundle, device: torch.device, dtype: torch.dtype, steps: int | None = None, *,
                  providers: tuple[str, ...] | None = None, intra_op_threads: int = 0) -> None:
         super().__init__()
         import onnxruntime as ort

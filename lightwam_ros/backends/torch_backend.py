@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 STAGES = ("vae", "dit", "expert")
 
 
-def load_policy(bundle: "Bundle", device: torch.device, dtype: torch.dtype, merge_lora: bool = True) -> LightWAMPolicy:
+def load_policy(bundle: Bundle, device: torch.device, dtype: torch.dtype, merge_lora: bool = True) -> LightWAMPolicy:
     """LightWAMPolicy with the bundle's weights on `device` in `dtype` (LoRA merged unless told not to).
 
     Built on the meta device, materialised on the target device, then filled one tensor at a time
@@ -92,7 +92,7 @@ class TorchBackend(PolicyBackend):
 
     name = "torch"
 
-    def __init__(self, bundle: "Bundle", device: torch.device, dtype: torch.dtype, steps: int | None = None, *,
+    def __init__(self, bundle: Bundle, device: torch.device, dtype: torch.dtype, steps: int | None = None, *,
                  merge_lora: bool = True, compile: bool = False, cuda_graphs: bool = False,
                  compile_mode: str = "default") -> None:
         super().__init__()

@@ -9,8 +9,19 @@ import time
 
 from lightwam_ros.bags import BagError
 from lightwam_ros.synthetic import (
-    DEMO_CAMERAS, CameraDropout, ImageEncoding, JointMotion, JointOrder, StorageFormat, SyntheticBagSpec,
-    TimedInstruction, default_instruction, parse_size, spec_summary, with_defaults, write_synthetic_bag,
+    DEMO_CAMERAS,
+    CameraDropout,
+    ImageEncoding,
+    JointMotion,
+    JointOrder,
+    StorageFormat,
+    SyntheticBagSpec,
+    TimedInstruction,
+    default_instruction,
+    parse_size,
+    spec_summary,
+    with_defaults,
+    write_synthetic_bag,
 )
 
 

@@ -58,7 +58,8 @@ def summary_lines(result: ReplayResult) -> list[str]:
                      f"(robot units, {ole['chunks_scored']} chunks x {ole['steps_scored']} steps)")
     else:
         lines.append(f"open-loop error: not available ({ole.get('reason')})")
-    lines.append(f"wrote {result.report_path}, {result.output_bag}" + (f", {result.plot_path}" if result.plot_path else ""))
+    lines.append(f"wrote {result.report_path}, {result.output_bag}"
+                 + (f", {result.plot_path}" if result.plot_path else ""))
     return lines
 
 

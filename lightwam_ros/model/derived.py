@@ -22,11 +22,11 @@ class DerivedConstantsModule(nn.Module):
         super().__init__()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001 - torch's private signature
+    def _apply(self, fn, recurse=True):  # torch's private signature
         result = super()._apply(fn, recurse)
         self.refresh_constants()
         return result
 
 
-def _refresh_after_load(module: nn.Module, incompatible_keys) -> None:  # noqa: ANN001
+def _refresh_after_load(module: nn.Module, incompatible_keys) -> None:
     module.refresh_constants()  # type: ignore[attr-defined]

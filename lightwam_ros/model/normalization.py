@@ -29,10 +29,11 @@ class NormMode(str, Enum):
     Q01_Q99 = "q01/q99"
 
     @classmethod
-    def parse(cls, value: "str | NormMode") -> "NormMode":
+    def parse(cls, value: str | NormMode) -> NormMode:
         aliases = {"zscore": "z-score", "z_score": "z-score", "min-max": "min/max", "minmax": "min/max",
                    "min_max": "min/max", "q01-q99": "q01/q99"}
-        text = value.value if isinstance(value, NormMode) else aliases.get(str(value).strip().lower(), str(value).strip().lower())
+        text = (value.value if isinstance(value, NormMode)
+                else aliases.get(str(value).strip().lower(), str(value).strip().lower()))
         try:
             return cls(text)
         except ValueError:
@@ -84,7 +85,8 @@ def _field(name: str, stats: Mapping[str, Sequence[float]], mode: NormMode) -> d
 class Normalizer:
     """normalize_state (robot units -> model input) and denormalize_actions (model output -> robot units)."""
 
-    def __init__(self, mode: "str | NormMode", action: Mapping[str, Sequence[float]], state: Mapping[str, Sequence[float]]):
+    def __init__(self, mode: str | NormMode, action: Mapping[str, Sequence[float]],
+                 state: Mapping[str, Sequence[float]]):
         self.mode = NormMode.parse(mode)
         self.action_stats = _field("action", action, self.mode)
         self.state_stats = _field("state", state, self.mode)
@@ -129,7 +131,7 @@ class Normalizer:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Normalizer":
+    def from_dict(cls, data: Mapping) -> Normalizer:
         unknown = set(data) - {"mode", "action", "state"}
         if unknown:
             raise ValueError(f"normalization: unknown keys {sorted(unknown)}")
@@ -140,8 +142,8 @@ class Normalizer:
 
     @classmethod
     def from_dataset_stats(
-        cls, stats: Mapping, mode: "str | NormMode", action_key: str = "default", state_key: str = "default"
-    ) -> "Normalizer":
+        cls, stats: Mapping, mode: str | NormMode, action_key: str = "default", state_key: str = "default"
+    ) -> Normalizer:
         """From the official dataset_stats.json content: {"action": {key: {"global_mean": [...], ...}}, "state": ...}.
 
         Only the ``global_*`` statistics are used (use_stepwise_action_norm is False in every shipped config).

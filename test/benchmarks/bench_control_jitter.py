@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import live_harness as H  # noqa: E402
+import live_harness as H
 
 
 def _num(values: dict, key: str) -> str:

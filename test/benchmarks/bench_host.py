@@ -32,16 +32,16 @@ from pathlib import Path
 os.environ.setdefault("HOME", "/tmp")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import Image
 
-from lightwam_ros.config import SyncConfig  # noqa: E402
-from lightwam_ros.images import image_to_rgb, ns_to_time  # noqa: E402
-from lightwam_ros.layouts import LAYOUTS, Preprocessor, resize  # noqa: E402
-from lightwam_ros.sync import FrameSync  # noqa: E402
+from lightwam_ros.config import SyncConfig
+from lightwam_ros.images import image_to_rgb, ns_to_time
+from lightwam_ros.layouts import LAYOUTS, Preprocessor, resize
+from lightwam_ros.sync import FrameSync
 
 LAYOUT = LAYOUTS["robotwin_3cam"]
 H, W = 480, 640

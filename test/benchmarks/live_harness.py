@@ -321,7 +321,6 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
     rt        the executor thread (from its first control tick on) runs SCHED_FIFO priority 20; threads
               it starts later inherit that, the inference worker (started at configure) does not
               (needs CAP_SYS_NICE)"""
-    from lightwam_ros import node as node_module
 
     if "torch1" in tweaks:
         import torch
@@ -332,13 +331,13 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
     if "nice" in tweaks:
         from lightwam_ros.inference_worker import InferencePool
 
-        run = InferencePool._run
+        run = InferencePool._run  # noqa: SLF001 - wrapped: the worker loop, niced
 
         def niced_run(self: Any) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
             run(self)
 
-        InferencePool._run = niced_run
+        InferencePool._run = niced_run  # noqa: SLF001
 
 
 def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) -> None:
@@ -348,7 +347,7 @@ def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) 
     _apply_tweaks(tweaks)
 
     starts, ends = array.array("q"), array.array("q")
-    original = node_module.PolicyNode._on_control_tick
+    original = node_module.PolicyNode._on_control_tick  # noqa: SLF001 - wrapped: the tick, timed
 
     realtime = ["rt" in tweaks]
 
@@ -362,7 +361,7 @@ def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) 
         finally:
             ends.append(time.monotonic_ns())
 
-    node_module.PolicyNode._on_control_tick = timed_tick
+    node_module.PolicyNode._on_control_tick = timed_tick  # noqa: SLF001
 
     def dump() -> None:
         tick_log.write_text(json.dumps({"start": starts.tolist(), "end": ends.tolist()}))

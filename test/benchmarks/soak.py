@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import live_harness as H  # noqa: E402
+import live_harness as H
 
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 if now >= next_sample:
                     rss.append((now - t0_wall, H.rss_mb(node.proc.pid)))
                     cams = recorder.diagnostics().get("cameras", {})
-                    for k, v in cams.items():
+                    for k in cams:
                         if k.endswith(".queue"):
                             queue_max[k[:-6]] = max(queue_max.get(k[:-6], 0.0), _f(cams, k))
                     next_sample += a.sample_s
