@@ -2,7 +2,7 @@
 
 API
 - ``PARAMETERS: tuple[ParamSpec, ...]``, ``SPECS: Mapping[str, ParamSpec]`` -- the parameter table
-  (README.md, "Parameters"), one place; node.py declares ROS parameters from it.
+  (docs/parameters.md, generated from it), one place; node.py declares ROS parameters from it.
 - ``declarations() -> list[Declaration]`` -- per parameter: rclpy type name, default (None = declare
   by type only), description, constraint text, float/int range, in plain python.
 - ``from_params(params: Mapping[str, Any]) -> PolicyConfig`` -- flat dotted names -> validated

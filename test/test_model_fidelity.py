@@ -1,7 +1,7 @@
 """Fidelity of LightWAMPolicy against the OFFICIAL Light-WAM implementation (golden file).
 
 How test/data/golden_tiny_policy.safetensors was produced (scratch script, not in this repo, because
-it imports the official code, L1ziang/Light-WAM at b2785f6, src/lightwam/models/wan22):
+it imports the official Light-WAM code, one fixed revision, its wan22 model package):
 1. Built the official WanVideoDiT (wan2_1_t2v layout, seperated_timestep, first_frame_causal, LoRA on
    all 10 targets of every layer, adapters), StateFusionActionExpert (learned_query pooling,
    feature_sources [adapted]), WanVideoVAE with its VideoVAE_ sized to ``vae`` and an nn.Linear

@@ -34,6 +34,8 @@ OUTSIDE = re.compile(
         r"\bBRI" + r"EF\b",  # the task brief (upper case: the English word "brief" is fine)
         r"(?<![\w.-])(?:\.\./|/work/)?shar" + r"ed/",  # the folder those documents sit in
         r"launch" + r"-standins",
+        r"L1zi" + r"ang",  # the upstream repository: the docs describe the model in their own words
+        r"github" + r"\.com",
         _S,  # no section citations at all: in-repo docs are cited by file and heading
     ])
 )

@@ -1,7 +1,7 @@
 """umT5 encoder (transformers UMT5EncoderModel + Wan key map) against the official Light-WAM code.
 
 Golden data, test/data/umt5_tiny_golden.safetensors, was produced OUTSIDE this repo by running the
-official implementation (L1ziang/Light-WAM b2785f6) on a tiny random umT5 (vocab 256, d_model 32,
+official Light-WAM implementation (one fixed revision) on a tiny random umT5 (vocab 256, d_model 32,
 4 heads, d_ff 64, 3 layers, 32 buckets, max_distance 128; official init_weights, seed 20240611, norm
 weights perturbed, linears x4, then cast to bf16 like the released .pth):
 - `wan.*`: the `WanTextEncoder` state dict (Wan key names, bf16);
