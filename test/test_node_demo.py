@@ -92,6 +92,12 @@ def test_executor_flags_what_a_jtc_rejects_or_a_robot_feels(case: str, expect: s
     assert ex.report.violations == bad
 
 
+def test_more_torch_threads_only_when_clearly_faster() -> None:
+    one, two = Candidate("torch", 1), Candidate("torch", 2)
+    assert choose_settings({one: 301.0, two: 285.0}, CHUNK).threads == 1  # 5 % faster alone: not worth it
+    assert choose_settings({one: 301.0, two: 150.0}, CHUNK).threads == 2
+
+
 def test_settings_pick_the_fastest_candidate_and_real_time_when_it_fits() -> None:
     onnx, torch1, torch2 = Candidate("onnx", 1), Candidate("torch", 1), Candidate("torch", 2)
     s = choose_settings({onnx: 34.0, torch1: 98.0, torch2: 120.0}, CHUNK)
@@ -103,12 +109,13 @@ def test_settings_pick_the_fastest_candidate_and_real_time_when_it_fits() -> Non
 
 
 def test_settings_slow_the_playback_when_inference_does_not_fit_a_chunk() -> None:
-    """The issue's machine: 515 ms per inference, planned as 1030 ms in the live run, against the
-    230 ms a 24-step chunk allows with one inference at a time -> 0.2x (206 ms on the bag clock)."""
-    s = choose_settings({Candidate("torch", 1): 515.0}, CHUNK)
+    """285 ms per inference, planned as 570 ms in the live run, against 60 % of the 230 ms a 24-step
+    chunk allows with one inference at a time -> 0.2x (114 ms on the bag clock); 515 ms -> 0.1x."""
+    s = choose_settings({Candidate("torch", 1): 285.0}, CHUNK)
     assert s.rate == pytest.approx(0.2) and s.verdict == "expire"
-    assert s.rate * s.expected_ms <= CHUNK.gapless_budget_ns / MS
+    assert s.rate * s.expected_ms <= 0.6 * CHUNK.gapless_budget_ns / MS
     assert "0.2x real time" in s.reasons[1] and "backend: onnx" in s.reasons[1]
+    assert choose_settings({Candidate("torch", 1): 515.0}, CHUNK).rate == pytest.approx(0.1)
     assert choose_settings({Candidate("torch", 1): 50_000.0}, CHUNK).rate == pytest.approx(0.1)  # floor
     assert choose_settings({Candidate("torch", 1): 515.0}, CHUNK, rate=0.5).rate == 0.5  # given
     with pytest.raises(ValueError):
@@ -149,6 +156,7 @@ def test_following_fraction_counts_ticks_after_the_first_chunk() -> None:
     assert following_after_first_chunk(samples[:2])["ticks"] == 0  # no chunk yet
 
 
+@pytest.mark.slow
 def test_lightwam_demo_end_to_end(tiny_bundle, tmp_path: Path) -> None:
     """The demo adapts to this machine (backend threads, playback rate from the measured latency), so
     what is asserted holds at any CPU speed: the robot follows the policy on most control ticks once

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a colcon build: the same on every distro
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PKG = "lightwam_ros"
 _SKIP_TOP = {".git", ".venv", "build", "install", "log", "out", ".pytest_cache", ".home"}
