@@ -119,14 +119,10 @@ $(STAMP_JAZZY): Makefile setup.py setup.cfg package.xml | $(PY_JAZZY)
 
 # Only the tests that touch rclpy, messages or DDS (marker `ros`, set in test/conftest.py): the
 # model and numeric tests do not depend on the ROS distro; tests marked slow (the end-to-end demo, the
-# colcon build) are left out, the faster tests of the same ROS paths run. Also left out for now: the
-# DDS dead-camera test, which once under Jazzy saw a plan trajectory 0.3-0.8 s after the node
-# reported the stale_cameras hold (not understood yet; it passes under Kilted, and the dead-camera
-# hold itself is tested on the simulated clock under both distros in test_faults_offline.py).
+# colcon build) are left out, the faster tests of the same ROS paths run.
 test-jazzy: $(STAMP_JAZZY)
 	@mkdir -p "$(HOME)"
-	$(PY_JAZZY) -m pytest $(PYTEST_FLAGS) -m "ros and not slow" \
-		-k "not test_dead_camera_holds_and_is_named_in_diagnostics" test/
+	$(PY_JAZZY) -m pytest $(PYTEST_FLAGS) -m "ros and not slow" test/
 
 # Same numerics with the CPU kernels capped at AVX2 (what older robot computers have): the default
 # run uses AVX-512 where the CPU has it, and the tolerances must hold on both code paths. The ONNX

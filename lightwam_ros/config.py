@@ -153,8 +153,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               runtime=True),
     ParamSpec("sync.max_age", _D, 0.25, "a camera set older than this (now - stamp) is never used [s]",
               range=(0.0, 60.0), positive=True, runtime=True),
-    ParamSpec("sync.camera_timeout", _D, 0.5, "a camera silent this long is reported dead and the "
-              "robot holds [s]", range=(0.0, 60.0), positive=True, runtime=True),
+    ParamSpec("sync.camera_timeout", _D, 0.5, "a camera without a current frame (stamped within "
+              "sync.max_age of its arrival) for this long is reported dead and the robot holds [s]",
+              range=(0.0, 60.0), positive=True, runtime=True),
     ParamSpec("joints.state_topic", _S, "joint_states", "sensor_msgs/JointState topic"),
     ParamSpec("joints.names", _SA, None, "joint names giving the proprio state, in the bundle's "
               "state order (picked by name from each message)", required=True),

@@ -156,7 +156,8 @@ class Diagnostics:
             cam_values[f"{c}.queue"] = inp.sync.queue_depths.get(c, 0)
         if inp.dead_cameras:
             cams = status(f"{n}: cameras", Level.ERROR, "dead: " + ", ".join(
-                f"{c} (silent {inp.silence_ns.get(c, 0) / 1e9:.2f} s)" for c in inp.dead_cameras), cam_values)
+                f"{c} (no current frame for {inp.silence_ns.get(c, 0) / 1e9:.2f} s)" for c in inp.dead_cameras),
+                cam_values)
         else:
             cams = status(f"{n}: cameras", Level.OK, "all cameras alive", cam_values)
 

@@ -50,7 +50,7 @@ class HoldReason(Enum):
     INACTIVE = "inactive"  # lifecycle node not active
     PAUSED = "paused"  # ~/pause called
     STALE_STATE = "stale_state"  # no joint state, or older than joints.max_age
-    STALE_CAMERAS = "stale_cameras"  # a camera is dead (silent >= sync.camera_timeout)
+    STALE_CAMERAS = "stale_cameras"  # a camera is dead (no current frame for sync.camera_timeout)
     NO_INSTRUCTION = "no_instruction"  # no instruction received and instruction.default is ""
     CHUNK_REFUSED = "chunk_refused"  # the last chunk failed check_chunk (NaN/Inf, wildly off limits)
     NO_CHUNK = "no_chunk"  # nothing computed yet

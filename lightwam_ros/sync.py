@@ -100,7 +100,7 @@ class SyncStats:
 class _Camera:
     queue: dict[int, Any] = field(default_factory=dict)  # stamp -> image, insertion = stamp order
     last_stamp: int | None = None
-    last_arrival: int | None = None
+    last_arrival: int | None = None  # arrival time of the last *current* frame (liveness)
 
 
 class FrameSync:
@@ -152,7 +152,6 @@ class FrameSync:
             self._drops[DropReason.UNKNOWN_CAMERA] += 1
             return None
         self._arrivals[camera] += 1
-        cam.last_arrival = now_ns
         stamp_ns = int(stamp_ns)
         if stamp_ns > now_ns + FUTURE_TOLERANCE_NS:
             self._drops[DropReason.FUTURE] += 1
@@ -161,6 +160,11 @@ class FrameSync:
             self._drops[DropReason.DUPLICATE if stamp_ns == cam.last_stamp else DropReason.BACKWARDS] += 1
             return None
         cam.last_stamp = stamp_ns
+        if now_ns - stamp_ns <= self._config.max_age_ns:
+            # Liveness counts current frames only: a frame taken late from a backlog (a starved
+            # executor, a transport catching up) shows nothing about the camera now, and letting it
+            # re-arm a dead camera would end a stale_cameras hold on an old view.
+            cam.last_arrival = now_ns
         cam.queue[stamp_ns] = image
         self._evict(cam)
         self.prune(now_ns)
@@ -223,12 +227,15 @@ class FrameSync:
     # -- liveness and counters --------------------------------------------------------------------
 
     def silence_ns(self, now_ns: int) -> dict[str, int]:
-        """Per camera: time since its last frame arrived (since construction/reset if never)."""
+        """Per camera: time since its last current frame (stamped within sync.max_age of its
+        arrival) arrived; since construction/reset if never."""
         return {n: now_ns - (c.last_arrival if c.last_arrival is not None else self._start_ns)
                 for n, c in self._cams.items()}
 
     def dead_cameras(self, now_ns: int) -> list[str]:
-        """Cameras silent for >= camera_timeout, in camera order. The caller must hold the robot."""
+        """Cameras without a current frame for >= camera_timeout (silent, or delivering only
+        frames older than sync.max_age, or future/backwards stamps), in camera order. The caller
+        must hold the robot."""
         timeout = self._config.camera_timeout_ns
         return [n for n, s in self.silence_ns(now_ns).items() if s >= timeout]
 

@@ -229,22 +229,26 @@ def test_undecodable_frames_are_reported_by_topic_and_the_node_keeps_running(sys
 def test_dead_camera_holds_and_is_named_in_diagnostics(system) -> None:
     node, robot, _ = system
     robot.silent_cameras = {"cam_left_wrist"}
-    _wait_hold(robot, "stale_cameras")
-    cams = [s for s in robot.snapshot().diagnostics[-1][1].status if s.name.endswith(": cameras")][0]
-    assert cams.level == b"\x02" and "cam_left_wrist" in cams.message
-    _assert_silent(robot, 0.5)
+    try:
+        _wait_hold(robot, "stale_cameras")
+        cams = [s for s in robot.snapshot().diagnostics[-1][1].status if s.name.endswith(": cameras")][0]
+        assert cams.level == b"\x02" and "cam_left_wrist" in cams.message
+        _assert_silent(robot, 0.5)
+    finally:  # the fixture is shared: the next test must not inherit a silent camera
+        robot.silent_cameras = set()
     mark = time.monotonic()
-    robot.silent_cameras = set()
     _wait_following(robot, mark)
 
 
 def test_stale_joint_state_holds(system) -> None:
     node, robot, _ = system
     robot.publish_joints = False
-    _wait_hold(robot, "stale_state")
-    _assert_silent(robot, 0.5)
+    try:
+        _wait_hold(robot, "stale_state")
+        _assert_silent(robot, 0.5)
+    finally:  # the fixture is shared
+        robot.publish_joints = True
     mark = time.monotonic()
-    robot.publish_joints = True
     _wait_following(robot, mark)
 
 

@@ -150,7 +150,7 @@ def test_diagnostics_rates_levels_and_messages():
         stats({"left": 45, "right": 29}, drops={DropReason.FUTURE: 2}, emitted=28),
         dead_cameras=["right"], silence_ns={"left": 0, "right": 600 * MS}, hold=HoldReason.CHUNK_REFUSED,
         keeps_up=False, expected_latency_ns=130 * MS)))
-    assert out["cameras"]["level"] is Level.ERROR and "right (silent 0.60 s)" in out["cameras"]["message"]
+    assert out["cameras"]["level"] is Level.ERROR and "right (no current frame for 0.60 s)" in out["cameras"]["message"]
     assert out["cameras"]["values"]["left.rate_hz"] == pytest.approx(30.0)  # 15 frames in 0.5 s
     assert out["cameras"]["values"]["right.rate_hz"] == 0.0
     assert out["sync"]["level"] is Level.WARN and "2 future" in out["sync"]["message"]

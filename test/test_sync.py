@@ -172,6 +172,21 @@ def test_dead_camera_reported_and_not_waited_on():
     assert s.dead_cameras(1990 * MS) == []
 
 
+def test_only_current_frames_keep_a_camera_alive():
+    """A backlog taken late (a starved executor, a transport catching up) must not re-arm a dead
+    camera: the robot would stop holding on a view older than sync.max_age."""
+    s = sync(names=("a", "b"), slop=20 * MS, max_age=250 * MS, timeout=500 * MS, now_ns=0)
+    s.add("b", 0, img(0), now_ns=10 * MS)
+    assert s.dead_cameras(509 * MS) == ["a"]
+    s.add("b", 400 * MS, img(1), now_ns=700 * MS)  # 300 ms old on arrival: stale
+    assert s.dead_cameras(700 * MS) == ["a", "b"]
+    assert s.stats().arrivals["b"] == 2  # still counted as an arrival
+    s.add("b", 600 * MS, img(2), now_ns=840 * MS)  # 240 ms old: current again
+    assert "b" not in s.dead_cameras(840 * MS)
+    s.add("a", 2500 * MS, img(3), now_ns=1000 * MS)  # beyond FUTURE_TOLERANCE_NS: no sign of life either
+    assert "a" in s.dead_cameras(1000 * MS)
+
+
 def test_late_frame_that_could_only_form_a_stale_set_expires_on_arrival():
     s = sync(slop=20 * MS, max_age=250 * MS)
     s.add("a", 900 * MS, img(0), now_ns=900 * MS)  # stays queued until it is too old
