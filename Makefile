@@ -113,7 +113,7 @@ $(PY_JAZZY):
 $(STAMP_JAZZY): Makefile setup.py setup.cfg package.xml | $(PY_JAZZY)
 	$(PY_JAZZY) -m pip install --upgrade-strategy only-if-needed $(ROS_JAZZY_PKGS) $(PY_PKGS) $(COLCON_PKGS)
 	$(PY_JAZZY) -m pip install --no-deps --no-build-isolation -e .
-	$(PY_JAZZY) -c "import rclpy, torch, lightwam_ros; from lightwam_ros.dds_profile import fastdds_major; \
+	$(PY_JAZZY) -c "import rclpy, torch, lightwam_ros; from lightwam_ros.ros.dds_profile import fastdds_major; \
 		assert fastdds_major() == 2, 'Jazzy venv without Fast DDS 2.x'; print('jazzy venv ok')"
 	touch $(STAMP_JAZZY)
 

@@ -31,7 +31,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            f"policy_node = {PACKAGE}.node:main",
+            f"policy_node = {PACKAGE}.ros.node:main",
             f"lightwam = {PACKAGE}.cli:main",
         ],
     },

@@ -4,7 +4,7 @@
     ros2 launch lightwam_ros policy.launch.py --show-args      # every argument with its description
 
 Thin on purpose: which profile, which overrides, namespace, remappings and environment are decided
-by lightwam_ros.launch_config (tested without the launch system); this file only declares the
+by lightwam_ros.ros.launch_config (tested without the launch system); this file only declares the
 arguments and hands the resulting plan to launch_ros.
 
 Unknown arguments: the launch context holds every launch configuration of the whole launch -- an
@@ -35,7 +35,7 @@ from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from lightwam_ros.launch_config import (
+from lightwam_ros.ros.launch_config import (
     LAUNCH_ARGUMENTS,
     describe,
     misplaced_arguments_message,

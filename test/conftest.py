@@ -11,7 +11,7 @@ module imports or initializes rclpy.
   (ROS_LOCALHOST_ONLY has no effect in Kilted).
 - config/fastdds_shm.xml as the Fast DDS profile: camera-size images are delivered completely
   through a large shared-memory segment. Set under the variable the Fast DDS in use reads
-  (lightwam_ros.dds_profile: FASTRTPS_DEFAULT_PROFILES_FILE on 2.x/Jazzy, FASTDDS_ on 3.x/Kilted);
+  (lightwam_ros.ros.dds_profile: FASTRTPS_DEFAULT_PROFILES_FILE on 2.x/Jazzy, FASTDDS_ on 3.x/Kilted);
   a 2.x library silently ignores the 3.x name. test_dds_profile.py checks that it takes effect.
 - HOME / ROS_LOG_DIR: rclpy.init() fails without a place for its logs.
 
@@ -27,11 +27,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from ros_domain import claim_domain_id
+from ros_domain import claim_domain_id  # test/support, on sys.path by pyproject.toml's pytest pythonpath
 
-from lightwam_ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env
+from lightwam_ros.ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SUPPORT_DIR = REPO_ROOT / "test" / "support"
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 
 
@@ -70,7 +71,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Built by the same library function as `lightwam demo-bundle`, so the tests load exactly what
     users get from `make demo`.
     """
-    from lightwam_ros.demo_bundle import write_demo_bundle
+    from lightwam_ros.demo.tiny_bundle import write_demo_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "demo_tiny"
     write_demo_bundle(out, size="tiny", seed=0)
@@ -79,7 +80,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def sim_factory(tiny_bundle: Path):
-    """Start real PolicyNodes on a simulated clock (test/fault_sim.py); all are closed at teardown."""
+    """Start real PolicyNodes on a simulated clock (test/support/fault_sim.py); all are closed at teardown."""
     from fault_sim import start
 
     sims = []
@@ -92,17 +93,16 @@ def sim_factory(tiny_bundle: Path):
         s.close()
 
 
-# What makes a test module a `ros` one, read from its source and from the test/ helper modules it
+# What makes a test module a `ros` one, read from its source and from the test/support helper modules it
 # imports (fault_sim, node_harness, ...): rclpy, a ROS interface package (*_msgs, *_srvs), or the
 # package modules that start a node process or DDS participants (node, replay -> live replay, demo).
 # Static on purpose: most modules import rclpy lazily inside functions, so what is imported at
 # collection time says nothing. Erring towards `ros` only costs time under `make test-jazzy`.
 _ROS_SOURCE = re.compile(
     r"\brclpy\b|\b[a-z0-9_]+_(?:msgs|srvs)\b"
-    r"|\blightwam_ros\.(?:node|replay|replay_live|demo)\b"
-    r"|\bfrom\s+lightwam_ros\s+import\s+[^\n]*\b(?:node|replay|replay_live|demo)\b")
+    r"|\blightwam_ros\.(?:ros\.node|replay\.runner|replay\.live|demo\.run)\b"
+    r"|\bfrom\s+lightwam_ros\.(?:ros|replay|demo)\s+import\s+[^\n]*\b(?:node|runner|live|run)\b")
 _ROS_FIXTURES = frozenset({"sim_factory", "ros_domain_id"})
-_TEST_DIR = Path(__file__).resolve().parent
 _touches_ros_cache: dict[Path, bool] = {}
 
 
@@ -113,7 +113,7 @@ def _touches_ros(path: Path, _seen: frozenset[Path] = frozenset()) -> bool:
             text = path.read_text(encoding="utf-8")
         except OSError:
             text = ""
-        helpers = (_TEST_DIR / f"{name}.py" for name in re.findall(r"^\s*(?:from|import)\s+(\w+)", text, re.M))
+        helpers = (SUPPORT_DIR / f"{name}.py" for name in re.findall(r"^\s*(?:from|import)\s+(\w+)", text, re.M))
         _touches_ros_cache[path] = bool(_ROS_SOURCE.search(text)) or any(
             h.is_file() and h.resolve() not in _seen and _touches_ros(h, _seen | {path}) for h in helpers)
     return _touches_ros_cache[path]

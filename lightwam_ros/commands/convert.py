@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from lightwam_ros.bundle import DTYPES, MANIFEST, BundleError
-from lightwam_ros.convert import ConvertError, ConvertRequest, convert
+from lightwam_ros.bundle.convert import ConvertError, ConvertRequest, convert
+from lightwam_ros.bundle.format import DTYPES, MANIFEST, BundleError
 from lightwam_ros.text import read_instruction_file
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightwam_ros.demo import DemoOptions, run_demo, summary_lines
+from lightwam_ros.demo.run import DemoOptions, run_demo, summary_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

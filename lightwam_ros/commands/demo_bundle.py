@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from lightwam_ros.bundle import MANIFEST, BundleError
-from lightwam_ros.demo_bundle import write_demo_bundle
+from lightwam_ros.bundle.format import MANIFEST, BundleError
+from lightwam_ros.demo.tiny_bundle import write_demo_bundle
 from lightwam_ros.model.config import MODEL_SIZES
 
 

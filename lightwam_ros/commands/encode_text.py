@@ -40,9 +40,9 @@ def _peak_memory(device: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightwam_ros.bundle import BundleError
+    from lightwam_ros.bundle.format import BundleError
     from lightwam_ros.text import encode_into_bundle, import_official_cache, read_instruction_file
-    from lightwam_ros.umt5 import UMT5LoadError, UMT5TextEncoder
+    from lightwam_ros.text.umt5 import UMT5LoadError, UMT5TextEncoder
 
     try:
         instructions = list(args.instruction)

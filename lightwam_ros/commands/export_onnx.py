@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightwam_ros.backends.base import resolve_device
-from lightwam_ros.bundle import DTYPES, Bundle, BundleError, parse_dtype
-from lightwam_ros.onnx_export import export_onnx
+from lightwam_ros.bundle.format import DTYPES, Bundle, BundleError, parse_dtype
+from lightwam_ros.inference.backends.base import resolve_device
+from lightwam_ros.inference.onnx_export import export_onnx
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

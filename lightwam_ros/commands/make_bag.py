@@ -1,4 +1,4 @@
-"""`lightwam make-bag`: write a deterministic synthetic multi-camera rosbag2 (lightwam_ros.synthetic)."""
+"""`lightwam make-bag`: write a deterministic synthetic multi-camera rosbag2 (lightwam_ros.demo.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import sys
 import time
 
-from lightwam_ros.bags import BagError
-from lightwam_ros.synthetic import (
+from lightwam_ros.demo.synthetic import (
     DEMO_CAMERAS,
     CameraDropout,
     ImageEncoding,
@@ -23,6 +22,7 @@ from lightwam_ros.synthetic import (
     with_defaults,
     write_synthetic_bag,
 )
+from lightwam_ros.replay.bags import BagError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

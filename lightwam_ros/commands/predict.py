@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lightwam_ros.backends.base import BackendKind
-from lightwam_ros.bundle import DTYPES, BundleError
+from lightwam_ros.bundle.format import DTYPES, BundleError
+from lightwam_ros.inference.backends.base import BackendKind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def parse_state(text: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightwam_ros.pipeline import PolicyInputError, PolicyPipeline
+    from lightwam_ros.inference.pipeline import PolicyInputError, PolicyPipeline
     from lightwam_ros.text import UnknownInstructionError
 
     try:

@@ -1,12 +1,12 @@
-"""`lightwam replay`: a rosbag2 through the policy node, offline or live (lightwam_ros.replay)."""
+"""`lightwam replay`: a rosbag2 through the policy node, offline or live (lightwam_ros.replay.runner)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lightwam_ros.bags import BagError
-from lightwam_ros.replay import ReplayError, ReplayMode, ReplayOptions, ReplayResult, run_replay
+from lightwam_ros.replay.bags import BagError
+from lightwam_ros.replay.runner import ReplayError, ReplayMode, ReplayOptions, ReplayResult, run_replay
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python test/benchmarks/bench_control_jitter.py [--seconds 20] [--camera-hz 30]
         [--size 480x640] [--encoding rgb8] [--control-hz 50] [--bundle DIR] [--keep DIR]
 
-The real node (lightwam_ros.node, its own process, config/demo.yaml with the tiny demo bundle on the
+The real node (lightwam_ros.ros.node, its own process, config/demo.yaml with the tiny demo bundle on the
 CPU, forward output: one Float64MultiArray per tick) receives 3 cameras and joint states from a
 feeder process over real DDS (shared-memory Fast DDS profile, an isolated ROS_DOMAIN_ID) and runs
 inference on them while its 50 Hz control timer runs. After the node is active and following the

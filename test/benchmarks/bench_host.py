@@ -39,9 +39,9 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
 from lightwam_ros.config import SyncConfig
-from lightwam_ros.images import image_to_rgb, ns_to_time
-from lightwam_ros.layouts import LAYOUTS, Preprocessor, resize
-from lightwam_ros.sync import FrameSync
+from lightwam_ros.control.sync import FrameSync
+from lightwam_ros.inference.layouts import LAYOUTS, Preprocessor, resize
+from lightwam_ros.ros.images import image_to_rgb, ns_to_time
 
 LAYOUT = LAYOUTS["robotwin_3cam"]
 H, W = 480, 640

@@ -2,7 +2,7 @@
 
 Used by bench_control_jitter.py and soak.py (not a test module; nothing here is collected by pytest).
 
-    node process     python live_harness.py node --tick-log F -- <node args>: lightwam_ros.node.main
+    node process     python live_harness.py node --tick-log F -- <node args>: lightwam_ros.ros.node.main
                      with the control-timer callback wrapped to record its start/end times
                      (time.monotonic_ns), written to F on exit -- the node's own tick period, not
                      blurred by DDS delivery.
@@ -38,14 +38,14 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-for _path in (REPO_ROOT, REPO_ROOT / "test"):  # the package, and test/ros_domain.py
+for _path in (REPO_ROOT, REPO_ROOT / "test" / "support"):  # the package, and test/support/ros_domain.py
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 from ros_domain import claim_domain_id  # noqa: E402
 
-from lightwam_ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env  # noqa: E402
+from lightwam_ros.ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env  # noqa: E402
 
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 DEMO_PROFILE = REPO_ROOT / "config" / "demo.yaml"
@@ -77,7 +77,7 @@ def isolate_environment() -> dict[str, str]:
 def ensure_tiny_bundle(directory: Path) -> Path:
     """The tiny demo bundle (deterministic random weights) at directory, written if absent."""
     if not (directory / "manifest.json").is_file():
-        from lightwam_ros.demo_bundle import write_demo_bundle
+        from lightwam_ros.demo.tiny_bundle import write_demo_bundle
 
         write_demo_bundle(directory, "tiny")
     return directory
@@ -155,7 +155,7 @@ class NodeProcess:
 @contextmanager
 def node_process(params: Mapping[str, Any], workdir: Path, tweaks: Sequence[str] = ()):
     from lightwam_ros.config import NODE_NAME
-    from lightwam_ros.launch_config import NodeLaunchPlan
+    from lightwam_ros.ros.launch_config import NodeLaunchPlan
 
     plan = NodeLaunchPlan(profile=DEMO_PROFILE, parameters=dict(params), log_level="warn")
     params_file = plan.write_params_file(workdir)
@@ -329,7 +329,7 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
     if "switch1ms" in tweaks:
         sys.setswitchinterval(0.001)
     if "nice" in tweaks:
-        from lightwam_ros.inference_worker import InferencePool
+        from lightwam_ros.inference.pool import InferencePool
 
         run = InferencePool._run  # noqa: SLF001 - wrapped: the worker loop, niced
 
@@ -341,8 +341,8 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
 
 
 def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) -> None:
-    """lightwam_ros.node.main with the control tick's start/end times recorded."""
-    from lightwam_ros import node as node_module
+    """lightwam_ros.ros.node.main with the control tick's start/end times recorded."""
+    from lightwam_ros.ros import node as node_module
 
     _apply_tweaks(tweaks)
 
@@ -377,8 +377,8 @@ def _run_feeder(a: argparse.Namespace) -> None:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
-    from lightwam_ros.images import ns_to_time
-    from lightwam_ros.synthetic import encode_image, joint_positions, render_scene
+    from lightwam_ros.demo.synthetic import encode_image, joint_positions, render_scene
+    from lightwam_ros.ros.images import ns_to_time
 
     h, w = (int(v) for v in a.size.split("x"))
     frames = []  # per camera: a few pre-built messages (rendering each frame would load the CPU)

@@ -3,7 +3,7 @@
     .venv/bin/python test/benchmarks/soak.py [--minutes 30] [--flood] [--camera-hz 30] [--size 480x640]
         [--sample-s 10] [--keep DIR] [--json FILE]
 
-The real node (lightwam_ros.node in its own process, config/demo.yaml with the tiny demo bundle on
+The real node (lightwam_ros.ros.node in its own process, config/demo.yaml with the tiny demo bundle on
 the CPU, forward output) is fed over real DDS by a feeder process looping pre-rendered synthetic
 frames (3 cameras, stamped at send time, so the recording never ends and needs no disk: a 30-minute
 bag of 3 x 480x640 at 30 Hz would be ~150 GB) plus joint states at 100 Hz and a latched instruction.

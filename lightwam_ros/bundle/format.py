@@ -1,0 +1,651 @@
+"""The deployable model bundle: a directory the robot loads (docs/design.md, "The bundle").
+
+A bundle is `manifest.json` plus safetensors files (never pickles, so loading cannot execute code):
+
+    manifest.json               format, model dims, embodiment, prompt template, sha256 of every file
+    dit.safetensors             DiT blocks actually run (0..run_layers-1), LoRA (unless merged), adapters
+    vae_encoder.safetensors     Wan2.1 VAE encoder as the exact 2-D network (encoder.*, conv1.*)
+    expert.safetensors          StateFusionActionExpert
+    proprio_encoder.safetensors Linear(P -> text_dim)
+    text_contexts.safetensors   sha256(templated prompt) -> [text_len, text_dim], padding rows zeroed
+    policy_<dtype>.onnx         optional exported graphs (`lightwam export-onnx`)
+
+Tensor names are the official parameter names, so a bundle can be diffed against the checkpoint.
+Verification happens on load, before anything runs on the robot: every file's sha256, every tensor
+name and shape against the network built from the manifest's ModelConfig, and every dimension the
+embodiment declares. Each failure names the file and the key, because whoever reads it is deciding
+which file to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from lightwam_ros.inference.layouts import Layout
+from lightwam_ros.model.config import ModelConfig
+from lightwam_ros.model.normalization import Normalizer
+from lightwam_ros.text import PROMPT_TEMPLATE, prompt_key
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lightwam-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONTEXTS_FILE = "text_contexts.safetensors"
+
+# The prompt template and the context key (sha256 of the templated prompt, the official cache file
+# name) have one definition, in text.py.
+DEFAULT_PROMPT_TEMPLATE = PROMPT_TEMPLATE
+
+# part (= state_dict prefix of LightWAMPolicy) -> weights file
+PARTS: dict[str, str] = {
+    "dit": "dit.safetensors",
+    "vae": "vae_encoder.safetensors",
+    "expert": "expert.safetensors",
+    "proprio_encoder": "proprio_encoder.safetensors",
+}
+
+_ST_DTYPES: dict[torch.dtype, str] = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL",
+}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_PROGRESS_MIN_BYTES = 64 << 20  # files below this size are written/hashed without progress lines
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, corrupt, or disagrees with itself; the message names the file and key."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str, what: str = "dtype") -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"{what}: unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
+
+
+def text_key(instruction: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """Key of an instruction's context in text_contexts.safetensors (text.prompt_key)."""
+    return prompt_key(instruction, template)
+
+
+def is_lora_key(name: str) -> bool:
+    """LoRA parameters (`*.lora_q.down_proj.weight`, `ffn_lora_in.*`), absent once merged."""
+    return ".lora_" in name or ".ffn_lora_" in name or name.startswith(("lora_", "ffn_lora_"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress and hashing
+
+
+class Progress:
+    """Log lines with percent and MB for multi-GB steps (a silent 30 s convert looks hung)."""
+
+    def __init__(self, what: str, total_bytes: int, every_s: float = 2.0) -> None:
+        self.what, self.total, self.every_s = what, max(int(total_bytes), 1), every_s
+        self.done = 0
+        self.enabled = total_bytes >= _PROGRESS_MIN_BYTES
+        self._last = time.monotonic()
+        self._last_pct = -1
+
+    def update(self, nbytes: int) -> None:
+        self.done += nbytes
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        pct = int(100 * self.done / self.total)
+        if now - self._last >= self.every_s or (self.done >= self.total and self._last_pct < 100):
+            log.info("%s: %3d%% (%.0f / %.0f MB)", self.what, pct, self.done / 2**20, self.total / 2**20)
+            self._last, self._last_pct = now, pct
+
+
+def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
+    path = Path(path)
+    h = hashlib.sha256()
+    progress = Progress(f"sha256 {path.name}", path.stat().st_size)
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            h.update(data)
+            progress.update(len(data))
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming safetensors writer
+
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """A tensor whose shape/dtype are known now and whose data is produced when it is written.
+
+    Lets convert and demo-bundle stream multi-GB weights to disk one tensor at a time instead of
+    holding the whole network in memory twice.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    make: Callable[[], torch.Tensor]
+
+    def materialize(self) -> torch.Tensor:
+        t = self.make()
+        if tuple(t.shape) != tuple(self.shape) or t.dtype != self.dtype:
+            raise ValueError(f"LazyTensor produced {tuple(t.shape)} {t.dtype}, declared {self.shape} {self.dtype}")
+        return t
+
+
+TensorSource = torch.Tensor | LazyTensor
+
+
+def _shape_dtype(t: TensorSource) -> tuple[tuple[int, ...], torch.dtype]:
+    return tuple(int(s) for s in t.shape), t.dtype
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, TensorSource],
+                      metadata: Mapping[str, str] | None = None) -> str:
+    """Write a safetensors file tensor by tensor; returns its sha256 (computed while writing).
+
+    Same on-disk format as safetensors.torch.save_file (8-byte LE header length, JSON header padded
+    to 8 bytes, raw little-endian data in header order), but it never needs all tensors in memory.
+    The file appears atomically (written to a temp name, then renamed).
+    """
+    path = Path(path)
+    names = sorted(tensors)
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name in names:
+        shape, dtype = _shape_dtype(tensors[name])
+        if dtype not in _ST_DTYPES:
+            raise ValueError(f"{path.name}: tensor {name!r} has unsupported dtype {dtype}")
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    h = hashlib.sha256()
+    tmp = path.with_name(path.name + ".partial")
+    progress = Progress(f"writing {path.name}", offset)
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in (struct.pack("<Q", len(raw)), raw):
+                f.write(chunk)
+                h.update(chunk)
+            for name in names:
+                src = tensors[name]
+                t = src.materialize() if isinstance(src, LazyTensor) else src
+                t = t.detach().to("cpu").contiguous()
+                if t.numel():
+                    buf = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+                    f.write(buf)
+                    h.update(buf)
+                progress.update(t.numel() * t.element_size())
+                del t
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return h.hexdigest()
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, safetensors dtype string), without reading the data."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                sl = f.get_slice(k)
+                out[k] = (tuple(sl.get_shape()), sl.get_dtype())
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return out
+
+
+def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        for k in f.keys():
+            out[k] = f.get_tensor(k)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Embodiment
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    """What the checkpoint was trained on: cameras/canvas, action and state meaning, statistics, timing."""
+
+    layout: Layout
+    action_names: tuple[str, ...]
+    state_names: tuple[str, ...]
+    # Normalizer.to_dict(): {"mode": "z-score"|"min/max"|"q01/q99", "action": {stat: [A]}, "state": {stat: [P]}}
+    normalization: dict
+    trained_steps: int  # leading chunk steps that were supervised (num_prefix_steps)
+    action_rate_hz: float | None = None  # chunk step rate; None when the training data did not say
+    cameras: tuple[str, ...] = field(default=())  # = layout camera order (filled in when empty)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action_names", tuple(self.action_names))
+        object.__setattr__(self, "state_names", tuple(self.state_names))
+        layout_cams = tuple(self.layout.cameras)
+        if not self.cameras:
+            object.__setattr__(self, "cameras", layout_cams)
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        if self.cameras != layout_cams:
+            raise ValueError(f"embodiment.cameras {list(self.cameras)} differ from layout cameras {list(layout_cams)}")
+        try:
+            normalizer = Normalizer.from_dict(self.normalization)
+        except ValueError as exc:
+            raise ValueError(f"embodiment.{exc}") from None
+        object.__setattr__(self, "normalization", normalizer.to_dict())  # canonical mode name, float lists
+        for part, have, names in (("action", normalizer.action_dim, self.action_names),
+                                  ("state", normalizer.state_dim, self.state_names)):
+            if have != len(names):
+                raise ValueError(
+                    f"embodiment.normalization.{part} statistics have {have} values but "
+                    f"embodiment.{part}_names has {len(names)}"
+                )
+        if len(set(self.action_names)) != len(self.action_names):
+            raise ValueError(f"embodiment.action_names has duplicates: {list(self.action_names)}")
+        if self.trained_steps <= 0:
+            raise ValueError(f"embodiment.trained_steps must be > 0, got {self.trained_steps}")
+        if self.action_rate_hz is not None and not self.action_rate_hz > 0:
+            raise ValueError(f"embodiment.action_rate_hz must be > 0 or null, got {self.action_rate_hz}")
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_dict(self.normalization)
+
+    def to_dict(self) -> dict:
+        return {
+            "layout": self.layout.to_dict(),
+            "cameras": list(self.cameras),
+            "action_names": list(self.action_names),
+            "state_names": list(self.state_names),
+            "normalization": self.normalization,
+            "trained_steps": int(self.trained_steps),
+            "action_rate_hz": None if self.action_rate_hz is None else float(self.action_rate_hz),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Embodiment:
+        known = {"layout", "cameras", "action_names", "state_names", "normalization", "trained_steps", "action_rate_hz"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"embodiment: unknown keys {sorted(unknown)}")
+        missing = known - {"cameras", "action_rate_hz"} - set(data)
+        if missing:
+            raise ValueError(f"embodiment: missing keys {sorted(missing)}")
+        return cls(
+            layout=Layout.from_dict(data["layout"]),
+            cameras=tuple(data.get("cameras", ())),
+            action_names=tuple(data["action_names"]),
+            state_names=tuple(data["state_names"]),
+            normalization=dict(data["normalization"]),
+            trained_steps=int(data["trained_steps"]),
+            action_rate_hz=data.get("action_rate_hz"),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Expected tensors (the network built from the manifest's ModelConfig)
+
+
+def expected_shapes(cfg: ModelConfig, lora_merged: bool) -> dict[str, dict[str, tuple[int, ...]]]:
+    """part -> {official name: shape} of every tensor LightWAMPolicy(cfg) loads.
+
+    Built on the meta device, so it costs nothing even for the full 1.5B-parameter model.
+    """
+    from lightwam_ros.model.policy import LightWAMPolicy  # heavy import, only when verifying
+
+    with torch.device("meta"):
+        policy = LightWAMPolicy(cfg)
+    out: dict[str, dict[str, tuple[int, ...]]] = {p: {} for p in PARTS}
+    for name, t in policy.state_dict().items():
+        part, _, key = name.partition(".")
+        if part not in out:
+            raise BundleError(f"LightWAMPolicy has a tensor outside the bundle parts: {name}")
+        if lora_merged and is_lora_key(key):
+            continue
+        out[part][key] = tuple(t.shape)
+    return out
+
+
+def diff_tensors(
+    expected: Mapping[str, tuple[int, ...]], actual: Mapping[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, mismatched 'name: have X, expected Y', unexpected), each sorted."""
+    missing = sorted(set(expected) - set(actual))
+    unexpected = sorted(set(actual) - set(expected))
+    mismatched = sorted(
+        f"{k}: shape {list(actual[k])}, expected {list(expected[k])}"
+        for k in set(expected) & set(actual)
+        if tuple(actual[k]) != tuple(expected[k])
+    )
+    return missing, mismatched, unexpected
+
+
+def format_diff(where: str, missing: list[str], mismatched: list[str], unexpected: list[str], limit: int = 40) -> str:
+    lines = [f"{where}: tensors disagree with the model config"]
+    for title, items in (("missing", missing), ("wrong shape", mismatched), ("unexpected", unexpected)):
+        if items:
+            lines.append(f"  {title} ({len(items)}):")
+            lines += [f"    {x}" for x in items[:limit]]
+            if len(items) > limit:
+                lines.append(f"    ... and {len(items) - limit} more")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bundle
+
+
+def dumps_manifest(obj: Any, indent: int = 0) -> str:
+    """JSON with nested objects indented and lists of scalars on one line (readable, diffable)."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, Mapping):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {dumps_manifest(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in obj):
+            return json.dumps(list(obj))
+        return "[\n" + ",\n".join(inner + dumps_manifest(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+class Bundle:
+    """A bundle directory: read with Bundle.load (verifies), write with Bundle.write."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        where = self.path / MANIFEST
+        try:
+            if manifest.get("format") != FORMAT:
+                raise ValueError(f"'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
+            if manifest.get("format_version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"'format_version' is {manifest.get('format_version')!r}; this package reads {FORMAT_VERSION}"
+                )
+            self.model_config = ModelConfig.from_dict(manifest["model"])
+            self.embodiment = Embodiment.from_dict(manifest["embodiment"])
+            text = manifest["text"]
+            self.text_template: str = text["template"]
+            self.contexts_file: str = text.get("contexts_file", CONTEXTS_FILE)
+            self.instructions: dict[str, str] = dict(text.get("instructions", {}))
+            self.lora_merged: bool = bool(manifest.get("lora_merged", False))
+            self.files: dict[str, str] = dict(manifest["files"])
+            self.weights: dict[str, dict] = dict(manifest["weights"])
+            self.onnx: dict[str, dict] = dict(manifest.get("onnx", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise BundleError(f"{where}: {msg}") from exc
+        if "{task}" not in self.text_template:
+            raise BundleError(f"{where}: text.template must contain '{{task}}', got {self.text_template!r}")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> Bundle:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise BundleError(f"bundle directory {path} does not exist")
+        if not mpath.is_file():
+            raise BundleError(f"{mpath}: missing (is {path} a lightwam bundle? build one with `lightwam convert`)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{mpath}: invalid JSON ({exc})") from exc
+        bundle = cls(path, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def file_path(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def contexts_path(self) -> Path:
+        return self.path / self.contexts_file
+
+    @property
+    def known_instructions(self) -> list[str]:
+        return sorted(self.instructions)
+
+    def verify(self, hashes: bool = True) -> None:
+        """Check files, sha256, tensor names/shapes and dimensions; raise BundleError naming the culprit."""
+        self._verify_files(hashes)
+        self._verify_weights()
+        self._verify_dims()
+        self._verify_contexts()
+
+    def _verify_files(self, hashes: bool) -> None:
+        required = [w["file"] for w in self.weights.values()] + [self.contexts_file]
+        for name in required:
+            if name not in self.files:
+                raise BundleError(f"{self.path / MANIFEST}: 'files' has no sha256 for {name}")
+        for name, digest in self.files.items():
+            if Path(name).name != name or name in (".", ".."):
+                raise BundleError(f"{self.path / MANIFEST}: 'files' entry {name!r} is not a file name in the bundle")
+            p = self.path / name
+            if not p.is_file():
+                raise BundleError(f"{p}: missing (listed in {MANIFEST} 'files')")
+            if hashes:
+                actual = sha256_file(p)
+                if actual != digest:
+                    raise BundleError(
+                        f"{p}: sha256 mismatch (manifest says {digest[:16]}..., file is {actual[:16]}...); "
+                        "the file is corrupt or was changed after the bundle was written"
+                    )
+
+    def _verify_weights(self) -> None:
+        if set(self.weights) != set(PARTS):
+            raise BundleError(
+                f"{self.path / MANIFEST}: 'weights' lists {sorted(self.weights)}, expected {sorted(PARTS)}"
+            )
+        expected = expected_shapes(self.model_config, self.lora_merged)
+        for part, info in self.weights.items():
+            p = self.path / info["file"]
+            header = read_safetensors_header(p)
+            actual = {k: shape for k, (shape, _) in header.items()}
+            missing, mismatched, unexpected = diff_tensors(expected[part], actual)
+            if missing or mismatched or unexpected:
+                raise BundleError(format_diff(str(p), missing, mismatched, unexpected))
+            bad_dtype = sorted(k for k, (_, dt) in header.items() if dt not in ("F32", "F16", "BF16"))
+            if bad_dtype:
+                raise BundleError(f"{p}: non-float tensors {bad_dtype[:5]}")
+
+    def _verify_dims(self) -> None:
+        cfg, emb, where = self.model_config, self.embodiment, self.path / MANIFEST
+        if emb.action_dim != cfg.action_dim:
+            raise BundleError(
+                f"{where}: embodiment.action_names has {emb.action_dim} names but model.action_dim is {cfg.action_dim}"
+            )
+        if emb.state_dim != cfg.proprio_dim:
+            raise BundleError(
+                f"{where}: embodiment.state_names has {emb.state_dim} names but model.proprio_dim is {cfg.proprio_dim}"
+            )
+        if emb.trained_steps > cfg.horizon:
+            raise BundleError(
+                f"{where}: embodiment.trained_steps {emb.trained_steps} exceeds model.horizon {cfg.horizon}"
+            )
+        h, w = emb.layout.canvas_hw
+        stride = 8 * cfg.patch_size[1]  # VAE spatial factor 8, then 2x2 patches
+        if h % stride or w % stride:
+            raise BundleError(f"{where}: embodiment.layout canvas {h}x{w} must be a multiple of {stride}")
+
+    def _verify_contexts(self) -> None:
+        p = self.contexts_path
+        header = read_safetensors_header(p)
+        want = (self.model_config.text_len, self.model_config.text_dim)
+        for key, (shape, _) in header.items():
+            if tuple(shape) != want:
+                raise BundleError(f"{p}: context {key} has shape {list(shape)}, expected {list(want)}")
+        for instruction, key in self.instructions.items():
+            if key not in header:
+                raise BundleError(f"{p}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
+
+    def load_part(self, part: str, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        sd = load_safetensors(self.path / self.weights[part]["file"], device)
+        return {k: v.to(dtype) for k, v in sd.items()} if dtype is not None else sd
+
+    def state_dict(self, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """State dict for LightWAMPolicy (prefixes dit./vae./expert./proprio_encoder.)."""
+        out: dict[str, torch.Tensor] = {}
+        for part in PARTS:
+            for k, v in self.load_part(part, device, dtype).items():
+                out[f"{part}.{k}"] = v
+        return out
+
+    def text_key(self, instruction: str) -> str:
+        return text_key(instruction, self.text_template)
+
+    def load_contexts(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """instruction -> [text_len, text_dim] context (padding rows already zero)."""
+        raw = load_safetensors(self.contexts_path, device)
+        return {ins: raw[key] for ins, key in self.instructions.items()}
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    @classmethod
+    def write(
+        cls,
+        path: str | os.PathLike,
+        model_config: ModelConfig,
+        embodiment: Embodiment,
+        weights: Mapping[str, Mapping[str, TensorSource]],
+        contexts: Mapping[str, torch.Tensor] | None = None,
+        *,
+        template: str = DEFAULT_PROMPT_TEMPLATE,
+        lora_merged: bool = False,
+        source: Mapping[str, Any] | None = None,
+        verify: bool = True,
+    ) -> Bundle:
+        """Write a complete bundle (weights per part, official names) and return it loaded.
+
+        `weights` maps each of PARTS to its tensors (eager or LazyTensor). Contexts map an instruction
+        to its [text_len, text_dim] context with padding rows already zeroed. `source` is recorded as
+        provenance (input files and their sha256). The written bundle is re-read and verified.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if set(weights) != set(PARTS):
+            raise ValueError(f"Bundle.write: weights must have parts {sorted(PARTS)}, got {sorted(weights)}")
+        files: dict[str, str] = {}
+        weights_info: dict[str, dict] = {}
+        for part, fname in PARTS.items():
+            tensors = weights[part]
+            dtypes = sorted({dtype_name(_shape_dtype(t)[1]) for t in tensors.values()})
+            files[fname] = write_safetensors(path / fname, tensors, {"part": part})
+            weights_info[part] = {
+                "file": fname,
+                "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+                "tensors": len(tensors),
+                "params": int(sum(math.prod(_shape_dtype(t)[0]) for t in tensors.values())),
+            }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": model_config.to_dict(),
+            "embodiment": embodiment.to_dict(),
+            "text": {"template": template, "contexts_file": CONTEXTS_FILE, "instructions": {}},
+            "weights": weights_info,
+            "lora_merged": bool(lora_merged),
+            "files": files,
+        }
+        if source:
+            manifest["source"] = dict(source)
+        bundle = cls(path, manifest)
+        bundle._write_contexts(dict(contexts or {}), {})
+        if verify:
+            bundle.verify(hashes=False)  # hashes were computed while writing
+        return bundle
+
+    def _write_contexts(self, contexts: Mapping[str, torch.Tensor], existing: Mapping[str, torch.Tensor]) -> None:
+        want = (self.model_config.text_len, self.model_config.text_dim)
+        tensors: dict[str, torch.Tensor] = {}
+        for ins, t in existing.items():
+            tensors[self.instructions[ins]] = t
+        instructions = dict(self.instructions)
+        for ins, t in contexts.items():
+            t = torch.as_tensor(t)
+            if tuple(t.shape) != want:
+                raise ValueError(f"context for instruction {ins!r} has shape {list(t.shape)}, expected {list(want)}")
+            if not torch.isfinite(t.float()).all():
+                raise ValueError(f"context for instruction {ins!r} contains NaN/Inf")
+            key = self.text_key(ins)
+            tensors[key] = t.contiguous()
+            instructions[ins] = key
+        digest = write_safetensors(self.contexts_path, tensors, {"template": self.text_template})
+        self.instructions = instructions
+        self.manifest["text"]["instructions"] = dict(sorted(instructions.items()))
+        self.record_files({self.contexts_file: digest})
+
+    def add_text_contexts(self, contexts: Mapping[str, torch.Tensor]) -> None:
+        """Add (or replace) instruction contexts and rewrite text_contexts.safetensors + manifest."""
+        existing = self.load_contexts() if self.contexts_path.is_file() else {}
+        self._write_contexts(contexts, existing)
+
+    def record_files(self, files: Mapping[str, str], section: str | None = None, entry: Mapping[str, Any] | None = None,
+                     key: str | None = None) -> None:
+        """Record new/changed files with their sha256 (and optionally a manifest section entry), then save."""
+        self.files.update(files)
+        self.manifest["files"] = dict(sorted(self.files.items()))
+        if section is not None and key is not None:
+            self.manifest.setdefault(section, {})[key] = dict(entry or {})
+            if section == "onnx":
+                self.onnx = dict(self.manifest["onnx"])
+        self.save_manifest()
+
+    def forget_files(self, names: Iterable[str]) -> None:
+        """Drop files (and ONNX entries that use them) from the manifest, e.g. before re-exporting."""
+        names = set(names)
+        for n in names:
+            self.files.pop(n, None)
+        self.manifest["files"] = dict(sorted(self.files.items()))
+        onnx = {k: v for k, v in self.manifest.get("onnx", {}).items()
+                if v.get("file") not in names and v.get("external_data") not in names}
+        if "onnx" in self.manifest:
+            self.manifest["onnx"] = onnx
+            self.onnx = dict(onnx)
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        tmp = self.path / (MANIFEST + ".partial")
+        tmp.write_text(dumps_manifest(self.manifest) + "\n")
+        os.replace(tmp, self.path / MANIFEST)

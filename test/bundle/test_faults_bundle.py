@@ -1,0 +1,129 @@
+"""Bad bundles and bad model outputs, on the real PolicyNode (test/support/fault_sim.py harness).
+
+- A bundle with a wrong sha256, a missing file, or dims that disagree with the profile fails
+  configure with exactly one error naming the file / parameter; the node stays unconfigured.
+- A model whose output is NaN or far beyond the limits (the expert's last bias patched, the bundle
+  re-hashed so it still verifies) has every chunk refused: the robot holds where it is, and
+  diagnostics say chunk_refused (ERROR) with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from fault_sim import configure_only, start
+from rclpy.lifecycle import TransitionCallbackReturn
+
+from lightwam_ros.bundle.format import Bundle, load_safetensors, sha256_file, write_safetensors
+from lightwam_ros.control.safety import HoldReason
+from lightwam_ros.demo.synthetic import joint_positions
+
+EXPERT = "expert.safetensors"
+OUTPUT_BIAS = "output.2.bias"  # the expert's last layer: one bias per action dim
+
+
+def _patched_bundle(src: Path, dst: Path, value: float) -> Path:
+    """Copy of the bundle whose expert output bias is `value`, re-hashed through the Bundle API."""
+    shutil.copytree(src, dst)
+    tensors = load_safetensors(dst / EXPERT)
+    assert OUTPUT_BIAS in tensors
+    tensors[OUTPUT_BIAS] = tensors[OUTPUT_BIAS].clone().fill_(value)
+    write_safetensors(dst / EXPERT, tensors)
+    bundle = Bundle.load(dst, verify=False)
+    bundle.record_files({EXPERT: sha256_file(dst / EXPERT)})
+    Bundle.load(dst, verify=True)  # verifies: the refusal must come from the node's output check
+    return dst
+
+
+@pytest.mark.parametrize("value,fragment", [(float("nan"), "non-finite"), (1e6, "beyond the limits")])
+def test_bad_model_output_is_refused_and_the_robot_holds(tiny_bundle, tmp_path, value, fragment) -> None:
+    bundle = _patched_bundle(tiny_bundle, tmp_path / "bad", value)
+    sim = start(bundle, name=f"lw_f_out_{'nan' if value != value else 'huge'}")
+    try:
+        sim.run(2.0)
+        assert len(sim.worker.records) >= 2 and all(r.chunk is not None for r in sim.worker.records)
+        start_pose = joint_positions(0.0, 14)
+        after_first = [tk for tk in sim.ticks if tk.t_ns > sim.worker.records[0].ready_ns]
+        assert after_first and all(tk.hold is HoldReason.CHUNK_REFUSED for tk in after_first)
+        for tk in sim.ticks:  # never anything but the measured start pose
+            assert tk.hold is not None
+            np.testing.assert_array_equal(tk.command, start_pose)
+        control = sim.last_status("control")
+        values = sim.status_values("control")
+        assert control.level == b"\x02" and values["hold"] == "chunk_refused"
+        assert fragment in values["last_error"] and int(values["safety.refused"]) >= 2
+        refusals = [(m, t) for m, t in sim.log.errors() if m.startswith("chunk refused") and fragment in m]
+        assert refusals and all(t >= 1.0 for _, t in refusals)
+    finally:
+        sim.close()
+
+
+def _missing_file(src: Path, dst: Path) -> tuple[Path, dict, tuple[str, ...]]:
+    shutil.copytree(src, dst)
+    (dst / "vae_encoder.safetensors").unlink()
+    return dst, {}, ("vae_encoder.safetensors",)
+
+
+def _wrong_sha(src: Path, dst: Path) -> tuple[Path, dict, tuple[str, ...]]:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["files"]["dit.safetensors"] = "0" * 64
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst, {}, ("dit.safetensors", "sha256")
+
+
+def _dims_disagree(src: Path, dst: Path) -> tuple[Path, dict, tuple[str, ...]]:
+    from node_harness import demo_parameters
+
+    p = demo_parameters(src)  # a 7-joint (one-arm) profile against the 14-dim bundle
+    overrides = {"joints__names": p["joints.names"][:7], "safety__position_min": p["safety.position_min"][:7],
+                 "safety__position_max": p["safety.position_max"][:7], "safety__max_step": p["safety.max_step"][:7]}
+    return src, overrides, ("joints.names", "7")
+
+
+@pytest.mark.parametrize("case", [_missing_file, _wrong_sha, _dims_disagree], ids=["missing", "sha256", "dims"])
+def test_bad_bundle_fails_configure_with_one_message(tiny_bundle, tmp_path, case) -> None:
+    bundle, overrides, expect = case(tiny_bundle, tmp_path / "b")
+    node, log, ctx, result = configure_only(bundle, f"lw_f_cfg_{case.__name__.strip('_')}", **overrides)
+    try:
+        assert result == TransitionCallbackReturn.FAILURE
+        errors = log.errors()
+        assert len(errors) == 1, errors
+        message = errors[0][0]
+        assert message.startswith("configure failed:")
+        for word in expect:
+            assert word in message, (word, message)
+        assert node.runtime is None
+        assert node._state_machine.current_state[1] == "unconfigured"  # noqa: SLF001
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_runtime_parameter_change_takes_effect_or_is_rejected_with_the_reason(tiny_bundle) -> None:
+    """Through the node's own set_parameters path (the callback the ROS service calls): a smaller
+    max_step caps the very next commands; a wrong-length one is refused naming the parameter."""
+    from rclpy.parameter import Parameter
+
+    sim = start(tiny_bundle, name="lw_f_params")
+    try:
+        sim.run(1.0)
+        (bad,) = sim.node.set_parameters([Parameter("safety.max_step", value=[0.01] * 3)])
+        assert not bad.successful and "safety.max_step" in bad.reason
+        (ro,) = sim.node.set_parameters([Parameter("bundle", value="/elsewhere")])
+        assert not ro.successful and "bundle" in ro.reason
+        small = [0.002] * 14
+        (ok,) = sim.node.set_parameters([Parameter("safety.max_step", value=small)])
+        assert ok.successful, ok.reason
+        n = len(sim.ticks)
+        sim.run(1.0)
+        cmds = np.stack([tk.command for tk in sim.ticks[n - 1:] if tk.command is not None])
+        assert np.abs(np.diff(cmds, axis=0)).max() <= 0.002 + 1e-12
+        assert sim.node.runtime.config.safety.max_step == tuple(small)
+    finally:
+        sim.close()
