@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from lightwam_ros.control.latency_advice import ChunkTiming, LatencyAdvice, advise, remedies
 from lightwam_ros.control.safety import HoldReason
 from lightwam_ros.control.scheduler import ChunkOutcome
 from lightwam_ros.control.sync import DropReason, SyncStats
-from lightwam_ros.inference.latency_advice import ChunkTiming, LatencyAdvice, advise, remedies
 
 
 class Level(IntEnum):

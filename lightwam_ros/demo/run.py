@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lightwam_ros.inference.latency_advice import ChunkTiming, advise
+from lightwam_ros.control.latency_advice import ChunkTiming, advise
 
 log = logging.getLogger(__name__)
 

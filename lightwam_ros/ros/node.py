@@ -371,7 +371,7 @@ class PolicyNode(LifecycleNode):
             text_encoder = self._text_encoder(cfg, pipeline)
             warm_ms = pipeline.warmup(runs=1)
             self.get_logger().info(f"warm-up: {warm_ms:.1f} ms per inference")
-            from lightwam_ros.inference.latency_advice import (
+            from lightwam_ros.control.latency_advice import (
                 startup_advice,  # does this latency fit a chunk? say so plainly
             )
             advice = startup_advice(warm_ms, cfg.chunk.steps_limit(info.trained_steps), pipeline.dt_ns,

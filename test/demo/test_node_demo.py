@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lightwam_ros.control.latency_advice import ChunkTiming
 from lightwam_ros.demo.run import (
     Candidate,
     DemoOptions,
@@ -24,7 +25,6 @@ from lightwam_ros.demo.run import (
     summary_lines,
     write_profile,
 )
-from lightwam_ros.inference.latency_advice import ChunkTiming
 
 MS = 1_000_000
 CHUNK = ChunkTiming(24, 20 * MS)  # the demo bundle: 24 steps at 50 Hz, one inference at a time

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lightwam_ros.control.latency_advice import ChunkTiming
 from lightwam_ros.demo.run import paced_rate
 from lightwam_ros.demo.synthetic import DEFAULT_INSTRUCTION, SyntheticBagSpec, TimedInstruction, write_synthetic_bag
-from lightwam_ros.inference.latency_advice import ChunkTiming
 from lightwam_ros.replay.bags import BagReader, header_stamp_from_cdr
 from lightwam_ros.replay.runner import ReplayOptions, run_replay
 

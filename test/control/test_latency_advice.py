@@ -8,9 +8,9 @@ import math
 import pytest
 
 from lightwam_ros.control.diagnostics import Diagnostics, DiagnosticsInput, Level
+from lightwam_ros.control.latency_advice import ChunkTiming, Verdict, advise, remedies, startup_advice
 from lightwam_ros.control.scheduler import ChunkScheduler
 from lightwam_ros.control.sync import SyncStats
-from lightwam_ros.inference.latency_advice import ChunkTiming, Verdict, advise, remedies, startup_advice
 
 MS = 1_000_000
 CHUNK = ChunkTiming(steps=24, dt_ns=20 * MS)  # the demo: 24 steps at 50 Hz, one request at a time
