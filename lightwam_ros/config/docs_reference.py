@@ -1,6 +1,6 @@
 """docs/parameters.md, generated from the parameter table and the launch arguments.
 
-The node's parameters (`lightwam_ros/config/__init__.py: PARAMETERS`) and the launch file's arguments
+The node's parameters (`lightwam_ros/config/parameters.py: PARAMETERS`) and the launch file's arguments
 (`lightwam_ros/ros/launch_config.py: LAUNCH_ARGUMENTS`) are the one source of truth; this module renders
 them as the reference page, so the page cannot drift from what the node declares (and from what
 `ros2 param describe` and `ros2 launch ... --show-args` print). test/config/test_docs_reference.py fails
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lightwam_ros.config import NODE_NAME, PARAMETERS, ParamSpec, ParamType
+from lightwam_ros.config.parameters import NODE_NAME, PARAMETERS, ParamSpec, ParamType
 from lightwam_ros.ros.launch_config import LAUNCH_ARGUMENTS
 
 REGENERATE = "python -m lightwam_ros.config.docs_reference > docs/parameters.md"

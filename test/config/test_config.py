@@ -1,4 +1,4 @@
-"""config.py: the parameter table, validation messages, profile loading, bundle checks, updates."""
+"""lightwam_ros.config: the parameter table, validation messages, profile loading, bundle checks, updates."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from lightwam_ros.config import (
     declarations,
     from_params,
     load_profile,
+    profiles,
     resolve_bundle_path,
     validate_against_bundle,
 )
@@ -48,7 +49,7 @@ def raises(param: str, fn, *args, **kwargs) -> ConfigError:
     return ei.value
 
 
-# The parameter table as documented, typed out independently of config.py: (name, type, default).
+# The parameter table as documented, typed out independently of config/parameters.py: (name, type, default).
 PARAMETER_TABLE = [
     ("bundle", "STRING", ""), ("backend", "STRING", "torch"), ("device", "STRING", "auto"),
     ("dtype", "STRING", "bfloat16"), ("control_rate_hz", "DOUBLE", 50.0), ("dry_run", "BOOL", False),
@@ -315,7 +316,7 @@ def test_bare_profile_name_resolves_in_installed_share(tmp_path, monkeypatch):
     share = tmp_path / "share" / "lightwam_ros" / "config"
     share.mkdir(parents=True)
     (share / "my_robot_xyz.yaml").write_text(textwrap.dedent(PROFILE))
-    monkeypatch.setattr(C.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(profiles.sys, "prefix", str(tmp_path))  # the share dir profiles.py looks in
     node, flat = load_profile("my_robot_xyz")
     assert flat["sync.queue_size"] == 5
     e = raises("robot", load_profile, "no_such_robot_xyz")
