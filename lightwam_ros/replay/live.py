@@ -31,15 +31,15 @@ from typing import Any
 from lightwam_ros.config import OutputMode, PolicyConfig
 from lightwam_ros.replay.bags import BagReader
 from lightwam_ros.replay.metrics import percentiles
-from lightwam_ros.replay.runner import (
+from lightwam_ros.replay.options import ReplayError, ReplayOptions
+from lightwam_ros.replay.streams import (
     IMAGE,
     FrameSetCounter,
     InputTopics,
     OutputRecorder,
     OutputTopics,
-    ReplayError,
-    ReplayOptions,
     input_stream,
+    msgtype_of,
 )
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,13 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.srv import GetState
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray, String
     from trajectory_msgs.msg import JointTrajectory
+
+    from lightwam_ros.ros.qos import clock_qos, instruction_qos, playback_qos, record_qos  # imports rclpy
 
     clock = BagClock(start_ns, options.rate)
     diag_hz = max(cfg.diagnostics_rate_hz, LIVE_DIAGNOSTICS_HZ)
@@ -152,15 +153,12 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     log_path = options.out / "node.log"
     try:
         # -- publishers for the inputs (QoS compatible with the node's subscriptions) --------------
-        stream_qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-        latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         types = {IMAGE: Image, "sensor_msgs/msg/JointState": JointState, "std_msgs/msg/String": String}
         pubs = {}
         for bag_topic, node_topic in inputs.node_topic.items():
-            qos = latched if bag_topic == inputs.instruction else stream_qos
+            qos = instruction_qos() if bag_topic == inputs.instruction else playback_qos()
             pubs[bag_topic] = node.create_publisher(types[inputs.msgtype[bag_topic]], node_topic, qos)
-        clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        clock_pub = node.create_publisher(Clock, "/clock", clock_qos())
 
         # -- recorder: raw subscriptions to everything the node publishes ------------------------
         diagnostics: list[bytes] = []
@@ -174,14 +172,12 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
                     diagnostics.append(raw)
             return cb
 
-        out_qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
         subs = [(topics.action_chunk, JointTrajectory), (topics.canvas, Image), (topics.diagnostics, DiagnosticArray)]
         if topics.output:
             subs.append((topics.output, JointTrajectory if cfg.output.mode is OutputMode.JOINT_TRAJECTORY
                          else Float64MultiArray))
         for topic, cls in subs:
-            msgtype = f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
-            node.create_subscription(cls, topic, record(topic, msgtype), out_qos, raw=True)
+            node.create_subscription(cls, topic, record(topic, msgtype_of(cls)), record_qos(), raw=True)
         spin.start()
 
         def clock_loop() -> None:

@@ -220,8 +220,9 @@ class Recorder:
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import GetState
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import Float64MultiArray
+
+        from lightwam_ros.ros.qos import record_qos
 
         self._rclpy, self._GetState, self._policy = rclpy, GetState, policy
         self.ctx = rclpy.Context()
@@ -229,9 +230,7 @@ class Recorder:
         self.node = rclpy.create_node("bench_recorder", context=self.ctx)
         self.data = Recorded()
         self.lock = threading.Lock()
-        self.node.create_subscription(Float64MultiArray, output_topic, self._on_command,
-                                      QoSProfile(reliability=ReliabilityPolicy.RELIABLE,
-                                                 history=HistoryPolicy.KEEP_LAST, depth=200))
+        self.node.create_subscription(Float64MultiArray, output_topic, self._on_command, record_qos(200))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -373,12 +372,12 @@ def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) 
 def _run_feeder(a: argparse.Namespace) -> None:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
     from lightwam_ros.demo.synthetic import encode_image, joint_positions, render_scene
     from lightwam_ros.ros.images import ns_to_time
+    from lightwam_ros.ros.qos import instruction_qos, sensor_feed_qos
 
     h, w = (int(v) for v in a.size.split("x"))
     frames = []  # per camera: a few pre-built messages (rendering each frame would load the CPU)
@@ -392,12 +391,9 @@ def _run_feeder(a: argparse.Namespace) -> None:
         frames.append(msgs)
     rclpy.init()
     node = rclpy.create_node("bench_feeder")
-    sensor = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=5)
-    cams = [node.create_publisher(Image, t, sensor) for t in a.camera_topics]
+    cams = [node.create_publisher(Image, t, sensor_feed_qos()) for t in a.camera_topics]
     joints = node.create_publisher(JointState, a.joint_topic, 10)
-    latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_publisher(String, a.instruction_topic, latched).publish(String(data=a.instruction))
+    node.create_publisher(String, a.instruction_topic, instruction_qos()).publish(String(data=a.instruction))
     sent = {"frame_sets": 0, "joint_states": 0, "late_ms": []}
     start = time.monotonic()
 

@@ -26,7 +26,6 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -35,6 +34,7 @@ from trajectory_msgs.msg import JointTrajectory
 from lightwam_ros import config as cfgmod
 from lightwam_ros.demo.synthetic import joint_positions, render_scene
 from lightwam_ros.ros.images import ns_to_time, rgb_to_image
+from lightwam_ros.ros.qos import instruction_qos, rosout_qos, sensor_feed_qos
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_PROFILE = REPO_ROOT / "config" / "demo.yaml"
@@ -87,13 +87,10 @@ class RobotStandIn(Node):
         h, w = image_hw
         self._frames = {c: [render_scene(i, k / camera_hz, h, w) for k in range(8)] for i, c in enumerate(self.cameras)}
         self._frame_index = 0
-        best_effort = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=5)
-        self._cam_pubs = {c: self.create_publisher(Image, t, best_effort)
+        self._cam_pubs = {c: self.create_publisher(Image, t, sensor_feed_qos())
                           for c, t in zip(self.cameras, params["cameras.topics"])}
         self._joint_pub = self.create_publisher(JointState, params["joints.state_topic"], 10)
-        latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._instruction_pub = self.create_publisher(String, params["instruction.topic"], latched)
+        self._instruction_pub = self.create_publisher(String, params["instruction.topic"], instruction_qos())
         if instruction is not None:
             self.send_instruction(instruction)
         out_topic = self._policy_relative(params["output.topic"])
@@ -105,9 +102,7 @@ class RobotStandIn(Node):
         self.create_subscription(JointTrajectory, f"{policy_name}/action_chunk", self._record("chunks"), 50)
         self.create_subscription(Image, f"{policy_name}/debug/canvas", self._record("canvases"), 5)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._record("diagnostics"), 50)
-        self.create_subscription(Log, "/rosout", self._on_log,
-                                 QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                                            depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.create_subscription(Log, "/rosout", self._on_log, rosout_qos())
         self.create_timer(1.0 / camera_hz, self._publish_cameras)
         self.create_timer(1.0 / joint_hz, self._publish_joints)
 

@@ -1,0 +1,62 @@
+"""What one `lightwam replay` run is asked to do, and the error it raises when it cannot.
+
+Its own module because the runner and both modes (offline.py, live.py) need these, and the runner
+calls the modes: defined in runner.py they made runner <-> offline/live an import circle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+OUTPUT_BAG = "outputs"
+
+
+class ReplayMode(str, Enum):
+    OFFLINE = "offline"
+    LIVE = "live"
+
+
+class ReplayError(RuntimeError):
+    """Replay cannot run as asked; the message names the bag, topic, parameter or option."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """One replay run (the `lightwam replay` arguments)."""
+
+    bag: Path
+    profile: str  # profile name or YAML path (config.resolve_profile)
+    out: Path  # output directory: outputs/ (bag), report.json, plot.png
+    bundle: str | None = None  # overrides the profile's `bundle`
+    mode: ReplayMode = ReplayMode.OFFLINE
+    rate: float = 1.0  # live: bag seconds per wall second
+    start_s: float = 0.0  # window start, seconds after the bag's first message
+    duration_s: float | None = None  # window length (None: to the end)
+    latency_ms: float = 0.0  # offline: simulated inference latency on the bag clock (deterministic)
+    namespace: str = "/"  # node namespace (relative profile topics resolve under it)
+    reference_topic: str | None = None  # open-loop reference (default: the profile's joints.state_topic)
+    keep_frames: bool = False  # offline: keep every inference request's images in the result (tests)
+    tail_s: float = 1.0  # live: bag seconds the clock keeps running after the last message
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bag", Path(self.bag))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "mode", ReplayMode(self.mode))
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ReplayError(f"--rate must be > 0, got {self.rate}")
+        if self.start_s < 0:
+            raise ReplayError(f"--start must be >= 0 s, got {self.start_s}")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ReplayError(f"--duration must be > 0 s, got {self.duration_s}")
+        if not (self.latency_ms >= 0 and math.isfinite(self.latency_ms)):
+            raise ReplayError(f"--latency must be >= 0 ms, got {self.latency_ms}")
+        if self.tail_s < 0:
+            raise ReplayError(f"tail_s must be >= 0, got {self.tail_s}")
+
+    @property
+    def output_bag(self) -> Path:
+        return self.out / OUTPUT_BAG
