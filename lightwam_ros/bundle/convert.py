@@ -26,21 +26,15 @@ from typing import Any
 import torch
 import yaml
 
-from lightwam_ros.bundle.format import (
-    DEFAULT_PROMPT_TEMPLATE,
-    PARTS,
-    Bundle,
-    Embodiment,
-    LazyTensor,
-    expected_shapes,
-    format_diff,
-    parse_dtype,
-    sha256_file,
-)
+from lightwam_ros.bundle.format import PARTS, Bundle, Embodiment, expected_shapes, format_diff
+from lightwam_ros.bundle.official_text_cache import read_official_text_cache
+from lightwam_ros.bundle.safetensors_io import LazyTensor, sha256_file
 from lightwam_ros.inference.layouts import LAYOUTS, Layout
 from lightwam_ros.model.config import ExpertConfig, ModelConfig, VAEConfig
+from lightwam_ros.model.dtypes import parse_dtype
 from lightwam_ros.model.normalization import STAT_KEYS as NORM_STAT_KEYS
 from lightwam_ros.model.normalization import NormMode
+from lightwam_ros.text.prompts import PROMPT_TEMPLATE, TEXT_LEN
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +159,7 @@ def read_training_config(path: Path, layout_name: str | None = None,
     num_frames = int(_get(cfg, "data.train.num_frames", path))
     horizon = num_frames - 1
     _require(horizon > 0, path, "data.train.num_frames", f"must be > 1, got {num_frames}")
-    text_len = int(m.get("tokenizer_max_len", _get(cfg, "data.train.context_len", path, 128)))
+    text_len = int(m.get("tokenizer_max_len", _get(cfg, "data.train.context_len", path, TEXT_LEN)))
 
     def need(section: Mapping, dotted: str, key: str) -> Any:
         if key not in section:
@@ -428,8 +422,6 @@ def read_text_contexts(cache_dir: Path, instructions: Sequence[str], template: s
     """Contexts of the given instructions from the official cache, padding rows zeroed.
 
     docs/model.md, "Text contexts (umT5)"."""
-    from lightwam_ros.text import read_official_text_cache
-
     out: dict[str, torch.Tensor] = {}
     for ins in instructions:
         try:
@@ -502,7 +494,7 @@ def convert(req: ConvertRequest, backbones: Mapping[str, BackboneSpec] = BACKBON
              "trained steps %d, layout %s", req.config, cfg.dim, cfg.num_layers, cfg.run_layers,
              list(cfg.adapter_layers), cfg.action_dim, cfg.proprio_dim, cfg.horizon, tc.trained_steps, tc.layout.name)
     normalization = read_dataset_stats(req.stats, tc.norm_mode, cfg.action_dim, cfg.proprio_dim, req.config)
-    contexts = (read_text_contexts(req.text_cache, req.instructions, DEFAULT_PROMPT_TEMPLATE, cfg)
+    contexts = (read_text_contexts(req.text_cache, req.instructions, PROMPT_TEMPLATE, cfg)
                 if req.instructions else {})
 
     log.info("loading checkpoint %s (mmap)", req.ckpt)
@@ -543,6 +535,6 @@ def convert(req: ConvertRequest, backbones: Mapping[str, BackboneSpec] = BACKBON
     }
     log.info("writing bundle %s (%s)", req.out, req.dtype)
     bundle = Bundle.write(req.out, cfg, embodiment, {p: parts[p].tensors for p in PARTS}, contexts,
-                          template=DEFAULT_PROMPT_TEMPLATE, lora_merged=False, source=source)
+                          template=PROMPT_TEMPLATE, lora_merged=False, source=source)
     log.info("bundle %s: %d instructions, files %s", req.out, len(bundle.instructions), sorted(bundle.files))
     return bundle

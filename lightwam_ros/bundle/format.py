@@ -15,40 +15,43 @@ Verification happens on load, before anything runs on the robot: every file's sh
 name and shape against the network built from the manifest's ModelConfig, and every dimension the
 embodiment declares. Each failure names the file and the key, because whoever reads it is deciding
 which file to rebuild.
+
+The byte level (safetensors writing and reading, file sha256) is safetensors_io.py; BundleError is
+errors.py, so that module and the text contexts can raise it without importing this one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
 import os
-import struct
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.safetensors_io import (
+    FLOAT_ST_DTYPES,
+    TensorSource,
+    load_safetensors,
+    read_safetensors_header,
+    sha256_file,
+    shape_dtype,
+    write_safetensors,
+)
 from lightwam_ros.inference.layouts import Layout
 from lightwam_ros.model.config import ModelConfig
+from lightwam_ros.model.dtypes import dtype_name
 from lightwam_ros.model.normalization import Normalizer
-from lightwam_ros.text import PROMPT_TEMPLATE, prompt_key
-
-log = logging.getLogger(__name__)
+from lightwam_ros.text.prompts import PROMPT_TEMPLATE, prompt_key
 
 FORMAT = "lightwam-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONTEXTS_FILE = "text_contexts.safetensors"
-
-# The prompt template and the context key (sha256 of the templated prompt, the official cache file
-# name) have one definition, in text.py.
-DEFAULT_PROMPT_TEMPLATE = PROMPT_TEMPLATE
 
 # part (= state_dict prefix of LightWAMPolicy) -> weights file
 PARTS: dict[str, str] = {
@@ -58,175 +61,10 @@ PARTS: dict[str, str] = {
     "proprio_encoder": "proprio_encoder.safetensors",
 }
 
-_ST_DTYPES: dict[torch.dtype, str] = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-    torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL",
-}
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_PROGRESS_MIN_BYTES = 64 << 20  # files below this size are written/hashed without progress lines
-
-
-class BundleError(RuntimeError):
-    """A bundle is missing, corrupt, or disagrees with itself; the message names the file and key."""
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def parse_dtype(name: str, what: str = "dtype") -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"{what}: unknown dtype {name!r}; expected one of {sorted(DTYPES)}") from None
-
-
-def text_key(instruction: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
-    """Key of an instruction's context in text_contexts.safetensors (text.prompt_key)."""
-    return prompt_key(instruction, template)
-
 
 def is_lora_key(name: str) -> bool:
     """LoRA parameters (`*.lora_q.down_proj.weight`, `ffn_lora_in.*`), absent once merged."""
     return ".lora_" in name or ".ffn_lora_" in name or name.startswith(("lora_", "ffn_lora_"))
-
-
-# ------------------------------------------------------------------------------------------------
-# Progress and hashing
-
-
-class Progress:
-    """Log lines with percent and MB for multi-GB steps (a silent 30 s convert looks hung)."""
-
-    def __init__(self, what: str, total_bytes: int, every_s: float = 2.0) -> None:
-        self.what, self.total, self.every_s = what, max(int(total_bytes), 1), every_s
-        self.done = 0
-        self.enabled = total_bytes >= _PROGRESS_MIN_BYTES
-        self._last = time.monotonic()
-        self._last_pct = -1
-
-    def update(self, nbytes: int) -> None:
-        self.done += nbytes
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        pct = int(100 * self.done / self.total)
-        if now - self._last >= self.every_s or (self.done >= self.total and self._last_pct < 100):
-            log.info("%s: %3d%% (%.0f / %.0f MB)", self.what, pct, self.done / 2**20, self.total / 2**20)
-            self._last, self._last_pct = now, pct
-
-
-def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
-    path = Path(path)
-    h = hashlib.sha256()
-    progress = Progress(f"sha256 {path.name}", path.stat().st_size)
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            h.update(data)
-            progress.update(len(data))
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------
-# Streaming safetensors writer
-
-
-@dataclass(frozen=True)
-class LazyTensor:
-    """A tensor whose shape/dtype are known now and whose data is produced when it is written.
-
-    Lets convert and demo-bundle stream multi-GB weights to disk one tensor at a time instead of
-    holding the whole network in memory twice.
-    """
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    make: Callable[[], torch.Tensor]
-
-    def materialize(self) -> torch.Tensor:
-        t = self.make()
-        if tuple(t.shape) != tuple(self.shape) or t.dtype != self.dtype:
-            raise ValueError(f"LazyTensor produced {tuple(t.shape)} {t.dtype}, declared {self.shape} {self.dtype}")
-        return t
-
-
-TensorSource = torch.Tensor | LazyTensor
-
-
-def _shape_dtype(t: TensorSource) -> tuple[tuple[int, ...], torch.dtype]:
-    return tuple(int(s) for s in t.shape), t.dtype
-
-
-def write_safetensors(path: Path, tensors: Mapping[str, TensorSource],
-                      metadata: Mapping[str, str] | None = None) -> str:
-    """Write a safetensors file tensor by tensor; returns its sha256 (computed while writing).
-
-    Same on-disk format as safetensors.torch.save_file (8-byte LE header length, JSON header padded
-    to 8 bytes, raw little-endian data in header order), but it never needs all tensors in memory.
-    The file appears atomically (written to a temp name, then renamed).
-    """
-    path = Path(path)
-    names = sorted(tensors)
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    for name in names:
-        shape, dtype = _shape_dtype(tensors[name])
-        if dtype not in _ST_DTYPES:
-            raise ValueError(f"{path.name}: tensor {name!r} has unsupported dtype {dtype}")
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    h = hashlib.sha256()
-    tmp = path.with_name(path.name + ".partial")
-    progress = Progress(f"writing {path.name}", offset)
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in (struct.pack("<Q", len(raw)), raw):
-                f.write(chunk)
-                h.update(chunk)
-            for name in names:
-                src = tensors[name]
-                t = src.materialize() if isinstance(src, LazyTensor) else src
-                t = t.detach().to("cpu").contiguous()
-                if t.numel():
-                    buf = memoryview(t.reshape(-1).view(torch.uint8).numpy())
-                    f.write(buf)
-                    h.update(buf)
-                progress.update(t.numel() * t.element_size())
-                del t
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return h.hexdigest()
-
-
-def read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, safetensors dtype string), without reading the data."""
-    out: dict[str, tuple[tuple[int, ...], str]] = {}
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            for k in f.keys():
-                sl = f.get_slice(k)
-                out[k] = (tuple(sl.get_shape()), sl.get_dtype())
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return out
-
-
-def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,7 +322,7 @@ class Bundle:
             missing, mismatched, unexpected = diff_tensors(expected[part], actual)
             if missing or mismatched or unexpected:
                 raise BundleError(format_diff(str(p), missing, mismatched, unexpected))
-            bad_dtype = sorted(k for k, (_, dt) in header.items() if dt not in ("F32", "F16", "BF16"))
+            bad_dtype = sorted(k for k, (_, dt) in header.items() if dt not in FLOAT_ST_DTYPES)
             if bad_dtype:
                 raise BundleError(f"{p}: non-float tensors {bad_dtype[:5]}")
 
@@ -533,7 +371,7 @@ class Bundle:
         return out
 
     def text_key(self, instruction: str) -> str:
-        return text_key(instruction, self.text_template)
+        return prompt_key(instruction, self.text_template)
 
     def load_contexts(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """instruction -> [text_len, text_dim] context (padding rows already zero)."""
@@ -551,7 +389,7 @@ class Bundle:
         weights: Mapping[str, Mapping[str, TensorSource]],
         contexts: Mapping[str, torch.Tensor] | None = None,
         *,
-        template: str = DEFAULT_PROMPT_TEMPLATE,
+        template: str = PROMPT_TEMPLATE,
         lora_merged: bool = False,
         source: Mapping[str, Any] | None = None,
         verify: bool = True,
@@ -570,13 +408,13 @@ class Bundle:
         weights_info: dict[str, dict] = {}
         for part, fname in PARTS.items():
             tensors = weights[part]
-            dtypes = sorted({dtype_name(_shape_dtype(t)[1]) for t in tensors.values()})
+            dtypes = sorted({dtype_name(shape_dtype(t)[1]) for t in tensors.values()})
             files[fname] = write_safetensors(path / fname, tensors, {"part": part})
             weights_info[part] = {
                 "file": fname,
                 "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
                 "tensors": len(tensors),
-                "params": int(sum(math.prod(_shape_dtype(t)[0]) for t in tensors.values())),
+                "params": int(sum(math.prod(shape_dtype(t)[0]) for t in tensors.values())),
             }
         manifest = {
             "format": FORMAT,

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightwam_ros.bundle.format import DTYPES, BundleError
+from lightwam_ros.bundle.errors import BundleError
 from lightwam_ros.inference.backends.base import BackendKind
 from lightwam_ros.inference.bench import BenchConfig, run_bench, write_json
+from lightwam_ros.model.dtypes import DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 from lightwam_ros.bundle.convert import ConvertError, ConvertRequest, convert
-from lightwam_ros.bundle.format import DTYPES, MANIFEST, BundleError
-from lightwam_ros.text import read_instruction_file
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.format import MANIFEST
+from lightwam_ros.model.dtypes import DTYPES
+from lightwam_ros.text.encode import read_instruction_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

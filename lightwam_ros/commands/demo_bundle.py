@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from lightwam_ros.bundle.format import MANIFEST, BundleError
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.format import MANIFEST
 from lightwam_ros.demo.tiny_bundle import write_demo_bundle
 from lightwam_ros.model.config import MODEL_SIZES
 

@@ -14,6 +14,9 @@ import time
 
 import torch
 
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.text.umt5 import UMT5_DTYPES, UMT5LoadError, UMT5TextEncoder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory to add the contexts to")
@@ -25,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", action="append", default=[], metavar="PATH",
                         help="text file with one instruction per line (blank and # lines skipped; repeatable)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+    parser.add_argument("--dtype", default="bfloat16", choices=list(UMT5_DTYPES),
                         help="umT5 compute dtype (default bfloat16, as the official cache)")
     parser.add_argument("--batch-size", type=int, default=8, help="instructions per umT5 forward (default 8)")
     parser.add_argument("--overwrite", action="store_true", help="re-encode instructions the bundle already has")
@@ -40,9 +43,7 @@ def _peak_memory(device: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightwam_ros.bundle.format import BundleError
-    from lightwam_ros.text import encode_into_bundle, import_official_cache, read_instruction_file
-    from lightwam_ros.text.umt5 import UMT5LoadError, UMT5TextEncoder
+    from lightwam_ros.text.encode import encode_into_bundle, import_official_cache, read_instruction_file
 
     try:
         instructions = list(args.instruction)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightwam_ros.bundle.format import DTYPES, Bundle, BundleError, parse_dtype
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.format import Bundle
 from lightwam_ros.inference.backends.base import resolve_device
 from lightwam_ros.inference.onnx_export import export_onnx
+from lightwam_ros.model.dtypes import DTYPES, parse_dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lightwam_ros.bundle.format import DTYPES, BundleError
+from lightwam_ros.bundle.errors import BundleError
 from lightwam_ros.inference.backends.base import BackendKind
+from lightwam_ros.model.dtypes import DTYPES, dtype_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +64,7 @@ def parse_state(text: str) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from lightwam_ros.inference.pipeline import PolicyInputError, PolicyPipeline
-    from lightwam_ros.text import UnknownInstructionError
+    from lightwam_ros.text.contexts import UnknownInstructionError
 
     try:
         pipe = PolicyPipeline.from_bundle(args.bundle, backend=args.backend, device=args.device, dtype=args.dtype,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     emb = pipe.embodiment
     print(f"wrote {args.out}: actions float32 {list(chunk.actions.shape)} (rows 0..{chunk.executable_steps - 1} "
           f"trained, dt {chunk.dt_ns / 1e6:g} ms), backend {pipe.backend.name} {pipe.device} "
-          f"{str(pipe.backend.dtype).removeprefix('torch.')}")
+          f"{dtype_name(pipe.backend.dtype)}")
     width = max(len(n) for n in emb.action_names)
     for i, name in enumerate(emb.action_names):
         print(f"  {name:<{width}}  step0 {chunk.actions[0, i]: .4f}  step{chunk.executable_steps - 1} "

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightwam_ros.bundle.format import Bundle, dtype_name, sha256_file
+from lightwam_ros.bundle.format import Bundle
+from lightwam_ros.bundle.safetensors_io import sha256_file
 from lightwam_ros.inference.backends.base import PolicyIO
 from lightwam_ros.inference.backends.torch_backend import load_policy
+from lightwam_ros.model.dtypes import dtype_name
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightwam_ros.bundle.format import Bundle, parse_dtype
+from lightwam_ros.bundle.format import Bundle
 from lightwam_ros.inference.backends.base import BackendKind, PolicyBackend, open_backend, resolve_device
 from lightwam_ros.inference.layouts import Preprocessor, canvas_to_uint8
-from lightwam_ros.text import TextContexts
+from lightwam_ros.model.dtypes import parse_dtype
+from lightwam_ros.text.contexts import TextContexts
 from lightwam_ros.types import ActionChunk, FrameSet
 
 log = logging.getLogger(__name__)

@@ -32,16 +32,18 @@ from pathlib import Path
 
 import torch
 
-from lightwam_ros.text import PROMPT_TEMPLATE, clean_prompt, format_prompt
+from lightwam_ros.model.dtypes import dtype_name, parse_dtype
+from lightwam_ros.text.prompts import PROMPT_TEMPLATE, TEXT_LEN, clean_prompt, format_prompt
 
 log = logging.getLogger(__name__)
 
 T5_FILENAME = "models_t5_umt5-xxl-enc-bf16.pth"  # file name inside the Wan2.1-T2V-1.3B folder
 TOKENIZER_SUBDIR = "google/umt5-xxl"  # tokenizer folder inside the Wan2.1-T2V-1.3B folder
-TEXT_LEN = 128  # tokenizer_max_len = context_len of every Light-WAM config
 REL_MAX_DISTANCE = 128  # T5RelativeEmbedding(max_dist=128) in the Wan code; not stored in the file
 
-DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+# The dtypes umT5 may run in (encode-text --dtype, OnlineEncoderConfig.dtype): bfloat16, as trained and
+# as the official cache was made, or float32.
+UMT5_DTYPES: tuple[str, ...] = ("bfloat16", "float32")
 
 # Wan key (per block i) -> transformers UMT5EncoderModel key (docs/model.md, "Text contexts (umT5)"). All matrices are
 # [out, in] on both sides, so nothing is transposed.
@@ -247,16 +249,16 @@ class UMT5TextEncoder:
         paths = WanTextPaths(Path(wan_dir))
         paths.check()
         if isinstance(dtype, str):
-            if dtype not in DTYPES:
-                raise ValueError(f"dtype: {dtype!r} is not one of {sorted(DTYPES)}")
-            dtype = DTYPES[dtype]
+            if dtype not in UMT5_DTYPES:
+                raise ValueError(f"dtype: {dtype!r} is not one of {sorted(UMT5_DTYPES)}")
+            dtype = parse_dtype(dtype)
         t0 = time.monotonic()
         tokenizer = load_tokenizer(paths.tokenizer_dir)
         wan_sd = load_wan_state_dict(paths.t5_file)
         model = build_umt5_encoder(wan_sd, device, dtype, source=str(paths.t5_file))
         del wan_sd
         log.info("umT5 encoder loaded from %s: %.2fB parameters, %s on %s in %.1f s",
-                 paths.t5_file, parameter_count(model) / 1e9, str(dtype).removeprefix("torch."), device,
+                 paths.t5_file, parameter_count(model) / 1e9, dtype_name(dtype), device,
                  time.monotonic() - t0)
         return cls(model, tokenizer, **kwargs)
 

@@ -17,19 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lightwam_ros.bundle.format import (
-    MANIFEST,
-    PARTS,
-    Bundle,
-    BundleError,
-    Embodiment,
-    LazyTensor,
-    text_key,
-    write_safetensors,
-)
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.format import MANIFEST, PARTS, Bundle, Embodiment
+from lightwam_ros.bundle.safetensors_io import LazyTensor, write_safetensors
 from lightwam_ros.demo.tiny_bundle import DEMO_INSTRUCTIONS, demo_embodiment, demo_state_dict, write_demo_bundle
 from lightwam_ros.model.config import MODEL_SIZES
 from lightwam_ros.model.policy import LightWAMPolicy
+from lightwam_ros.text.prompts import prompt_key
 
 
 @pytest.fixture()
@@ -105,7 +99,7 @@ def test_demo_bundle_round_trip(tiny_bundle: Path) -> None:
     contexts = b.load_contexts()
     assert set(contexts) == set(DEMO_INSTRUCTIONS)
     for ins, n_tokens in DEMO_INSTRUCTIONS.items():
-        assert b.instructions[ins] == text_key(ins)
+        assert b.instructions[ins] == prompt_key(ins)
         ctx = contexts[ins]
         assert ctx.shape == (128, 32)
         assert torch.all(ctx[n_tokens:] == 0) and torch.all(ctx[:n_tokens].abs().sum(-1) > 0), ins

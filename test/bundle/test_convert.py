@@ -33,7 +33,8 @@ from safetensors import safe_open
 from lightwam_ros import cli
 from lightwam_ros.bundle import convert as convert_mod
 from lightwam_ros.bundle.convert import BackboneSpec, ConvertError, ConvertRequest, convert
-from lightwam_ros.bundle.format import Bundle, read_safetensors_header
+from lightwam_ros.bundle.format import Bundle
+from lightwam_ros.bundle.safetensors_io import read_safetensors_header
 from lightwam_ros.inference.backends.torch_backend import load_policy
 from lightwam_ros.inference.layouts import LAYOUTS, Preprocessor
 from lightwam_ros.inference.pipeline import PolicyPipeline

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightwam_ros.bundle.format import Bundle, BundleError
+from lightwam_ros.bundle.errors import BundleError
+from lightwam_ros.bundle.format import Bundle
 from lightwam_ros.demo.tiny_bundle import DEMO_INSTRUCTIONS, demo_state_dict
 from lightwam_ros.inference.backends.base import PolicyIO, open_backend, resolve_device
 from lightwam_ros.inference.backends.onnx_backend import OnnxBackend
@@ -26,7 +27,7 @@ from lightwam_ros.inference.onnx_export import export_onnx
 from lightwam_ros.inference.pipeline import PolicyInputError, PolicyPipeline
 from lightwam_ros.model.config import MODEL_SIZES
 from lightwam_ros.model.policy import LightWAMPolicy
-from lightwam_ros.text import UnknownInstructionError
+from lightwam_ros.text.contexts import UnknownInstructionError
 
 pytestmark = pytest.mark.numeric
 

@@ -19,22 +19,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lightwam_ros.text import (
-    PROMPT_TEMPLATE,
-    EncoderState,
-    OnlineEncoderConfig,
-    OnlineTextEncoder,
-    TextContexts,
-    TextStatus,
-    UnknownInstructionError,
-    add_contexts,
-    clean_prompt,
-    format_prompt,
-    official_cache_path,
-    prompt_key,
-    read_instruction_file,
-    read_official_text_cache,
-)
+from lightwam_ros.bundle.official_text_cache import official_cache_path, read_official_text_cache
+from lightwam_ros.text.contexts import TextContexts, UnknownInstructionError, add_contexts
+from lightwam_ros.text.encode import read_instruction_file
+from lightwam_ros.text.online import EncoderState, OnlineEncoderConfig, OnlineTextEncoder, TextStatus
+from lightwam_ros.text.prompts import PROMPT_TEMPLATE, clean_prompt, format_prompt, prompt_key
 from lightwam_ros.text.umt5 import T5_FILENAME, TOKENIZER_SUBDIR
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -110,10 +99,6 @@ def test_template_is_the_official_default_prompt(golden):
     assert PROMPT_TEMPLATE == (
         "A video recorded from a robot's point of view executing the following instruction: {task}")
     assert meta["template"] == PROMPT_TEMPLATE  # DEFAULT_PROMPT read from the official module
-    from lightwam_ros.bundle.format import DEFAULT_PROMPT_TEMPLATE, text_key
-
-    assert DEFAULT_PROMPT_TEMPLATE == PROMPT_TEMPLATE
-    assert text_key(LIBERO_TASK) == prompt_key(LIBERO_TASK)
 
 
 def test_prompt_key_test_vector():
@@ -209,7 +194,7 @@ def test_text_contexts_lookup(bundle_dir):
 def test_text_contexts_detects_a_changed_file(bundle_dir):
     from safetensors.torch import save_file
 
-    from lightwam_ros.bundle.format import BundleError
+    from lightwam_ros.bundle.errors import BundleError
 
     save_file({prompt_key("pick up the red block"): torch.zeros(128, 32)},
               str(bundle_dir / "text_contexts.safetensors"))

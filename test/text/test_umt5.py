@@ -27,7 +27,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lightwam_ros.text import format_prompt
+from lightwam_ros.text.prompts import format_prompt
 from lightwam_ros.text.umt5 import (
     T5_FILENAME,
     TOKENIZER_SUBDIR,

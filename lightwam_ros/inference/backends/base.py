@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lightwam_ros.model.dtypes import dtype_name
+
 if TYPE_CHECKING:
     from lightwam_ros.bundle.format import Bundle
 
@@ -135,7 +137,7 @@ class PolicyBackend(ABC):
         """Release device memory; the backend must not be used afterwards."""
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+        return {"backend": self.name, "device": str(self.device), "dtype": dtype_name(self.dtype)}
 
     def __enter__(self) -> PolicyBackend:
         return self

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lightwam_ros.bundle.format import dtype_name
 from lightwam_ros.inference.backends.base import PolicyBackend, PolicyIO
+from lightwam_ros.model.dtypes import dtype_name
 
 if TYPE_CHECKING:
     from lightwam_ros.bundle.format import Bundle

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from lightwam_ros.bundle.format import BundleError
+from lightwam_ros.bundle.errors import BundleError
 from lightwam_ros.inference.backends.base import PolicyBackend, PolicyIO
 from lightwam_ros.model.derived import DerivedConstantsModule
+from lightwam_ros.model.dtypes import dtype_name
 from lightwam_ros.model.policy import LightWAMPolicy
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class TorchBackend(PolicyBackend):
         self.cuda_graphs = cuda_graphs
         t0 = time.perf_counter()
         self.policy = load_policy(bundle, self.device, dtype, merge_lora)
-        log.info("torch backend: %s %s, LoRA %s, loaded in %.1f s", self.device, str(dtype).removeprefix("torch."),
+        log.info("torch backend: %s %s, LoRA %s, loaded in %.1f s", self.device, dtype_name(dtype),
                  "merged" if (merge_lora or bundle.lora_merged) else "unmerged", time.perf_counter() - t0)
         steps_ = self.io.steps
         p = self.policy
