@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from lightwam_ros.bundle.errors import BundleError
-from lightwam_ros.inference.backends.base import BackendKind
+from lightwam_ros.config import Backend
 from lightwam_ros.inference.bench import BenchConfig, run_bench, write_json
 from lightwam_ros.model.dtypes import DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, type=Path, help="bundle directory")
-    parser.add_argument("--backend", default="torch", choices=[k.value for k in BackendKind])
+    parser.add_argument("--backend", default="torch", choices=[k.value for k in Backend])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="cpu always runs float32")
     parser.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default 50)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lightwam_ros.bundle.errors import BundleError
-from lightwam_ros.inference.backends.base import BackendKind
+from lightwam_ros.config import Backend
 from lightwam_ros.model.dtypes import DTYPES, dtype_name
 
 
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", required=True, help="instruction (must have a context in the bundle)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--backend", default="torch", choices=[k.value for k in BackendKind])
+    parser.add_argument("--backend", default="torch", choices=[k.value for k in Backend])
     parser.add_argument("--steps", type=int, help="chunk rows to compute (default: the model horizon)")
     parser.add_argument("--out", required=True, type=Path, help="output .npy, float32 [steps, action_dim]")
 

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from lightwam_ros.bundle.format import Bundle
-from lightwam_ros.inference.backends.base import BackendKind, PolicyBackend, open_backend, resolve_device
+from lightwam_ros.config import Backend
+from lightwam_ros.inference.backends.base import PolicyBackend, open_backend, resolve_device
 from lightwam_ros.inference.layouts import Preprocessor, canvas_to_uint8
 from lightwam_ros.model.dtypes import parse_dtype
 from lightwam_ros.text.contexts import TextContexts
@@ -84,7 +85,7 @@ class PolicyPipeline:
         self._local = threading.local()  # per-thread CUDA stream
 
     @classmethod
-    def from_bundle(cls, path: str | Path | Bundle, backend: str | BackendKind = "torch", device: str = "auto",
+    def from_bundle(cls, path: str | Path | Bundle, backend: str | Backend = "torch", device: str = "auto",
                     dtype: str = "float32", steps: int | None = None, *, verify: bool = True,
                     text_cache_dir: str | Path | None = None, action_rate_hz: float | None = None,
                     sync_stages: bool = False, **backend_options: Any) -> PolicyPipeline:

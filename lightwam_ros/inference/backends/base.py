@@ -7,7 +7,6 @@ A backend owns loading, device selection, warm-up and the per-stage timings of i
 
 from __future__ import annotations
 
-import enum
 import importlib
 import logging
 import threading
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lightwam_ros.config import Backend
 from lightwam_ros.model.dtypes import dtype_name
 
 if TYPE_CHECKING:
@@ -26,18 +26,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class BackendKind(str, enum.Enum):
-    TORCH = "torch"
-    ONNX = "onnx"
-
-
 # Most inference requests that may usefully overlap on one GPU (config chunk.max_inflight allows 1..4).
 MAX_CONCURRENCY = 4
 
-# kind -> (module, class): variants as data; modules are imported only when used.
-_BACKENDS: dict[BackendKind, tuple[str, str]] = {
-    BackendKind.TORCH: ("lightwam_ros.inference.backends.torch_backend", "TorchBackend"),
-    BackendKind.ONNX: ("lightwam_ros.inference.backends.onnx_backend", "OnnxBackend"),
+# kind -> (module, class): variants as data; modules are imported only when used. The kinds are the
+# `backend` parameter's values (config.Backend), so the node, the CLI and this table cannot disagree.
+_BACKENDS: dict[Backend, tuple[str, str]] = {
+    Backend.TORCH: ("lightwam_ros.inference.backends.torch_backend", "TorchBackend"),
+    Backend.ONNX: ("lightwam_ros.inference.backends.onnx_backend", "OnnxBackend"),
 }
 
 
@@ -164,13 +160,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def open_backend(kind: str | BackendKind, bundle: Bundle, device: torch.device, dtype: torch.dtype,
+def open_backend(kind: str | Backend, bundle: Bundle, device: torch.device, dtype: torch.dtype,
                  steps: int | None = None, **options: Any) -> PolicyBackend:
     """Construct the backend of the given kind; options are backend specific (see each class)."""
     try:
-        kind = BackendKind(kind)
+        kind = Backend(kind)
     except ValueError:
-        known = [k.value for k in BackendKind]
+        known = [k.value for k in Backend]
         raise ValueError(f"backend: unknown backend {kind!r}; expected one of {known}") from None
     module, cls = _BACKENDS[kind]
     backend_cls = getattr(importlib.import_module(module), cls)
