@@ -340,27 +340,29 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
 
 
 def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) -> None:
-    """lightwam_ros.ros.node.main with the control tick's start/end times recorded."""
+    """lightwam_ros.ros.node.main with the control tick's start/end times recorded (the node's
+    control timer calls PolicyBridge.on_tick: wrapped here, timed)."""
     from lightwam_ros.ros import node as node_module
+    from lightwam_ros.ros.bridge import PolicyBridge
 
     _apply_tweaks(tweaks)
 
     starts, ends = array.array("q"), array.array("q")
-    original = node_module.PolicyNode._on_control_tick  # noqa: SLF001 - wrapped: the tick, timed
+    original = PolicyBridge.on_tick
 
     realtime = ["rt" in tweaks]
 
-    def timed_tick(self: Any) -> None:
+    def timed_tick(self: Any) -> Any:
         if realtime[0]:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
             realtime[0] = False
         starts.append(time.monotonic_ns())
         try:
-            original(self)
+            return original(self)
         finally:
             ends.append(time.monotonic_ns())
 
-    node_module.PolicyNode._on_control_tick = timed_tick  # noqa: SLF001
+    PolicyBridge.on_tick = timed_tick
 
     def dump() -> None:
         tick_log.write_text(json.dumps({"start": starts.tolist(), "end": ends.tolist()}))

@@ -19,7 +19,8 @@ import rclpy
 from fault_sim import configure_only, start
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from lightwam_ros.bundle.format import Bundle, load_safetensors, sha256_file, write_safetensors
+from lightwam_ros.bundle.format import Bundle
+from lightwam_ros.bundle.safetensors_io import load_safetensors, sha256_file, write_safetensors
 from lightwam_ros.control.safety import HoldReason
 from lightwam_ros.demo.synthetic import joint_positions
 
@@ -98,32 +99,31 @@ def test_bad_bundle_fails_configure_with_one_message(tiny_bundle, tmp_path, case
         assert message.startswith("configure failed:")
         for word in expect:
             assert word in message, (word, message)
-        assert node.runtime is None
-        assert node._state_machine.current_state[1] == "unconfigured"  # noqa: SLF001
+        assert node.controller is None
+        assert node.lifecycle_state() == "unconfigured"
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
 
 def test_runtime_parameter_change_takes_effect_or_is_rejected_with_the_reason(tiny_bundle) -> None:
-    """Through the node's own set_parameters path (the callback the ROS service calls): a smaller
-    max_step caps the very next commands; a wrong-length one is refused naming the parameter."""
-    from rclpy.parameter import Parameter
-
+    """Through the node's parameter path (PolicyBridge.update_parameters, which the node's
+    set-parameters callback calls): a smaller max_step caps the very next commands; a wrong-length
+    one is refused naming the parameter."""
     sim = start(tiny_bundle, name="lw_f_params")
     try:
         sim.run(1.0)
-        (bad,) = sim.node.set_parameters([Parameter("safety.max_step", value=[0.01] * 3)])
-        assert not bad.successful and "safety.max_step" in bad.reason
-        (ro,) = sim.node.set_parameters([Parameter("bundle", value="/elsewhere")])
-        assert not ro.successful and "bundle" in ro.reason
+        ok, why = sim.set_parameters(safety__max_step=[0.01] * 3)
+        assert not ok and "safety.max_step" in why
+        ok, why = sim.set_parameters(bundle="/elsewhere")
+        assert not ok and "bundle" in why
         small = [0.002] * 14
-        (ok,) = sim.node.set_parameters([Parameter("safety.max_step", value=small)])
-        assert ok.successful, ok.reason
+        ok, why = sim.set_parameters(safety__max_step=small)
+        assert ok, why
         n = len(sim.ticks)
         sim.run(1.0)
         cmds = np.stack([tk.command for tk in sim.ticks[n - 1:] if tk.command is not None])
         assert np.abs(np.diff(cmds, axis=0)).max() <= 0.002 + 1e-12
-        assert sim.node.runtime.config.safety.max_step == tuple(small)
+        assert sim.controller.config.safety.max_step == tuple(small)
     finally:
         sim.close()

@@ -14,18 +14,20 @@ import random
 
 import numpy as np
 import pytest
-from fault_sim import START_NS, TICK_NS, command_of, max_steps
+import rclpy
+from fault_sim import START_NS, TICK_NS, command_of, configure_only, max_steps
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
 from lightwam_ros import config as C
 from lightwam_ros.config import ChunkConfig, ConfigError, SafetyConfig, SyncConfig
 from lightwam_ros.control import sync as S
+from lightwam_ros.control.joint_input import JOINT_INDEX_CACHE
 from lightwam_ros.control.safety import HoldReason, SafetyFilter
 from lightwam_ros.control.scheduler import ChunkOutcome, ChunkScheduler, TickStatus
 from lightwam_ros.demo.synthetic import joint_positions
 from lightwam_ros.ros.images import ns_to_time
-from lightwam_ros.ros.node import JOINT_INDEX_CACHE
 from lightwam_ros.types import ActionChunk
 
 SEC = 1_000_000_000
@@ -80,7 +82,7 @@ def test_switching_dry_run_off_starts_from_the_measured_position(sim_factory):
     sim.run(0.5)
     assert not sim.output.messages
     t0 = sim.clock.now_ns
-    assert sim.node.set_parameters([Parameter("dry_run", value=False)])[0].successful
+    assert sim.set_parameters(dry_run=False)[0]
     sim.run(0.5)
     first = _published_after(sim, t0)
     assert first
@@ -199,7 +201,7 @@ def test_switching_dry_run_on_sends_one_hold_then_nothing(sim_factory):
     sim.run(1.0)
     assert sim.ticks[-1].hold is None
     n = len(sim.output.messages)
-    assert sim.node.set_parameters([Parameter("dry_run", value=True)])[0].successful
+    assert sim.set_parameters(dry_run=True)[0]
     assert len(sim.output.messages) == n + 1  # the last command, repeated: stay there
     assert np.array_equal(command_of(sim.output.messages[-1][1]), command_of(sim.output.messages[-2][1]))
     sim.run(1.0)
@@ -218,7 +220,7 @@ def test_a_backwards_clock_jump_holds_resets_and_recovers(sim_factory, mode):
     sim.run(0.02)
     jumped = [tk for tk in sim.ticks if tk.t_ns < before][-1]
     assert jumped.hold is not None, "the first tick after the jump must not follow the old plan"
-    assert sim.rt.scheduler.tick(sim.clock.now_ns).status is TickStatus.EMPTY
+    assert sim.controller.scheduler.tick(sim.clock.now_ns).status is TickStatus.EMPTY
     assert any("clock jumped back" in m for lv, m, _ in sim.log.records if lv == "warning")
     sim.run(1.5)
     assert sim.ticks[-1].hold is None, "it recovers on the new timeline"
@@ -228,10 +230,16 @@ def test_a_backwards_clock_jump_holds_resets_and_recovers(sim_factory, mode):
         assert all(np.all(np.abs(b - a) <= cap) for a, b in itertools.pairwise(cmds))
 
 
-def test_use_sim_time_cannot_change_while_configured(sim_factory):
-    sim = sim_factory(name="lw_s_simtime")
-    result = sim.node.set_parameters([Parameter("use_sim_time", value=True)])[0]
-    assert not result.successful and "use_sim_time" in result.reason
+def test_use_sim_time_cannot_change_while_configured(tiny_bundle):
+    """A node-level rule (the ROS clock is the node's): a real node, configured."""
+    node, log, ctx, result = configure_only(tiny_bundle, "lw_s_simtime")
+    try:
+        assert result == TransitionCallbackReturn.SUCCESS, log.errors()
+        refused = node.set_parameters([Parameter("use_sim_time", value=True)])[0]
+        assert not refused.successful and "use_sim_time" in refused.reason
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
 
 
 # -- 6. joint states from the future ---------------------------------------------------------------
@@ -332,20 +340,20 @@ def test_joint_name_cache_is_bounded_and_huge_or_duplicated_name_lists_are_refus
         msg = base(sim.clock.now_ns)
         msg.name = list(msg.name) + [f"extra_{k}"]
         msg.position = list(msg.position) + [0.0]
-        sim.node._on_joint_state(msg)  # noqa: SLF001 - the node's own callback, as fault_sim drives it
-    assert len(sim.rt.joint_index) <= JOINT_INDEX_CACHE
+        sim.deliver_joint_state(msg)
+    assert sim.controller.joints.known_name_lists() <= JOINT_INDEX_CACHE
     n_err = len(sim.log.errors())
     msg = base(sim.clock.now_ns)
     msg.name = [f"j{i}" for i in range(C.MAX_JOINT_NAMES + 1)]
     msg.position = [0.0] * (C.MAX_JOINT_NAMES + 1)
-    stamp = sim.rt.state_stamp_ns
-    sim.node._on_joint_state(msg)  # noqa: SLF001
-    assert sim.rt.state_stamp_ns == stamp and len(sim.log.errors()) == n_err + 1
+    stamp = sim.controller.joints.stamp_ns
+    sim.deliver_joint_state(msg)
+    assert sim.controller.joints.stamp_ns == stamp and len(sim.log.errors()) == n_err + 1
     dup = base(sim.clock.now_ns + 1)
     dup.name = list(dup.name) + [dup.name[0]]
     dup.position = list(dup.position) + [2.0]
-    sim.node._on_joint_state(dup)  # noqa: SLF001
-    assert sim.rt.state_stamp_ns == stamp
+    sim.deliver_joint_state(dup)
+    assert sim.controller.joints.stamp_ns == stamp
     assert "more than once" in sim.log.errors()[-1][0]
 
 

@@ -151,9 +151,9 @@ def test_bad_images_are_rejected_by_topic_and_the_node_keeps_running(sim_factory
         return msg
     sim.camera_hook = damage
     t0 = sim.clock.now_ns
-    n_arrivals = sim.rt.sync.stats().arrivals["cam_right_wrist"]
+    n_arrivals = sim.controller.sync.stats().arrivals["cam_right_wrist"]
     sim.run(1.0)
-    assert sim.rt.sync.stats().arrivals["cam_right_wrist"] == n_arrivals  # never reached the sync
+    assert sim.controller.sync.stats().arrivals["cam_right_wrist"] == n_arrivals  # never reached the sync
     bad = [(m, t) for m, t in sim.log.errors() if "/demo/cam_right_wrist/image_raw" in m and fragment in m]
     assert bad, sim.log.errors()
     assert all(t >= 1.0 for _, t in bad), "bad-frame errors must be throttled"
@@ -246,7 +246,7 @@ def test_inference_slower_than_a_chunk_holds_reports_and_resumes(sim_factory) ->
     sim.run(1.0)
     assert _following(sim.ticks[-5:])
     t0 = sim.clock.now_ns
-    sim.worker._latency_ns = 700_000_000  # noqa: SLF001 - > the 24 x 20 ms = 480 ms a chunk lasts
+    sim.worker.latency_ns = 700_000_000  # > the 24 x 20 ms = 480 ms a chunk lasts
     sim.run(3.0)
     t1 = sim.clock.now_ns
     held = sim.ticks_between(t0 + 2 * S, t1)  # the plan from before has ended; late chunks all expire
@@ -257,7 +257,7 @@ def test_inference_slower_than_a_chunk_holds_reports_and_resumes(sim_factory) ->
     assert inference.level == WARN and "too slow" in inference.message
     assert int(values["chunks.expired"]) >= 2
     assert float(values["request_to_chunk_ms"]) >= 700.0
-    sim.worker._latency_ns = 0  # noqa: SLF001
+    sim.worker.latency_ns = 0
     sim.run(1.5)
     assert _following(sim.ticks[-10:])
     _assert_no_jump(sim, sim.ticks)
@@ -287,13 +287,10 @@ def test_state_paired_with_a_frame_set_is_the_one_at_its_observation_time(sim_fa
 
 
 def test_pause_resume_and_deactivate_activate_restart_without_a_jump(sim_factory) -> None:
-    from std_srvs.srv import Trigger
-
     sim = sim_factory(name="lw_f_pause")
     sim.run(1.0)
     assert _following(sim.ticks[-5:])
-    resp = sim.node._on_pause(Trigger.Request(), Trigger.Response())  # noqa: SLF001 - the ~/pause callback
-    assert resp.success
+    assert sim.pause()[0]  # what the ~/pause service calls
     t0 = sim.clock.now_ns
     sim.run(0.5)
     paused = sim.ticks_between(t0 + 1, sim.clock.now_ns)  # (the tick at t0 ran before the call)
@@ -301,7 +298,7 @@ def test_pause_resume_and_deactivate_activate_restart_without_a_jump(sim_factory
     _held_constant(paused)
     assert sim.status_values("control")["paused"] == "true"
     n_req = len(sim.worker.records)
-    assert sim.node._on_resume(Trigger.Request(), Trigger.Response()).success  # noqa: SLF001
+    assert sim.resume()[0]
     sim.run(1.0)
     assert all(r.request_ns >= t0 + round(0.5 * S) for r in sim.worker.records[n_req:])  # fresh chunk only
     assert _following(sim.ticks[-10:])
@@ -310,13 +307,13 @@ def test_pause_resume_and_deactivate_activate_restart_without_a_jump(sim_factory
     # lifecycle deactivate during motion: a hold, nothing more; activate: restart from where it is
     held_at = sim.ticks[-1].command
     n_out = len(sim.output.messages)
-    sim.node.trigger_deactivate()
+    sim.deactivate()
     (_, hold_msg), = sim.output.messages[n_out:]
     np.testing.assert_array_equal(np.asarray(hold_msg.data), held_at)
     n_ticks = len(sim.ticks)
     sim.run(0.5)
     assert len(sim.ticks) == n_ticks and len(sim.output.messages) == n_out + 1  # inactive: silent
-    sim.node.trigger_activate()
+    sim.activate()
     sim.run(1.5)
     _assert_no_jump(sim, sim.ticks)  # the first command after activation is capped from the held position
     assert _following(sim.ticks[-10:])

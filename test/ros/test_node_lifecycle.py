@@ -57,11 +57,11 @@ def test_lifecycle_transitions_over_services(slow_bundle) -> None:
         robot = RobotStandIn(ctx, params, instruction="pick up the red block", policy_name="/lw_lifecycle")
         with spinning([node, robot]):
             assert robot.lifecycle_state() == "unconfigured"
-            assert node.runtime is None
+            assert node.controller is None
 
             assert robot.lifecycle(Transition.TRANSITION_CONFIGURE)
             assert robot.lifecycle_state() == "inactive"
-            pipeline_ref = weakref.ref(node.runtime.pipeline)
+            pipeline_ref = weakref.ref(node.loaded.pipeline)
             assert _command_rate(robot, 1.0) == 0.0  # configured but inactive: nothing commanded
 
             assert robot.lifecycle(Transition.TRANSITION_ACTIVATE)
@@ -69,7 +69,7 @@ def test_lifecycle_transitions_over_services(slow_bundle) -> None:
             robot.wait_for(lambda r: len(r.commands) >= 5, 30, "forward commands")
             # a command every tick, holding or following: never more often than the timer's period
             # (how close a busy machine gets to it is a wall-clock speed, not asserted)
-            assert node.runtime.control_timer.timer_period_ns == round(1e9 / params["control_rate_hz"])
+            assert node.control_timer.timer_period_ns == round(1e9 / params["control_rate_hz"])
             rate = _command_rate(robot, 2.0)
             assert 0 < rate <= 1.05 * params["control_rate_hz"], rate
             robot.wait_for(lambda r: len(r.chunks) >= 1, 90, "a chunk")
@@ -81,7 +81,7 @@ def test_lifecycle_transitions_over_services(slow_bundle) -> None:
 
             assert robot.lifecycle(Transition.TRANSITION_CLEANUP)
             assert robot.lifecycle_state() == "unconfigured"
-            assert node.runtime is None
+            assert node.controller is None
             gc.collect()
             assert pipeline_ref() is None, "cleanup must drop every reference to the model"
 
@@ -143,7 +143,7 @@ def test_bad_configuration_fails_configure_with_one_message(case: str, tiny_bund
             assert len(errors) == 1, errors
             for word in expect:
                 assert word in errors[0], (word, errors[0])
-            assert node.runtime is None
+            assert node.controller is None
         node.destroy_node()
         robot.destroy_node()
 
@@ -159,7 +159,7 @@ def test_fixed_parameter_makes_configure_succeed(tiny_bundle) -> None:
             (result,) = robot.set_parameters(control_rate_hz=40.0)
             assert result.successful, result.reason
             assert robot.lifecycle(Transition.TRANSITION_CONFIGURE)
-            assert node.runtime.config.control_rate_hz == 40.0
+            assert node.controller.config.control_rate_hz == 40.0
         node.destroy_node()
         robot.destroy_node()
 

@@ -23,13 +23,12 @@ def _after_first_chunk(sim):
 
 def test_two_workers_overlap_requests_and_never_hold(sim_factory) -> None:
     sim = sim_factory(name="lw_overlap2", latency_ms=LATENCY_MS, workers=2)
-    rt = sim.rt
-    assert rt.workers == 2 and rt.scheduler.config.max_inflight == 2
+    controller = sim.controller
+    assert controller.workers == 2 and controller.scheduler.config.max_inflight == 2
     # configure primes the scheduler with the warm-up latency; on the robot that is the real one,
     # here the CPU warm-up is faster than the simulated 288 ms, so prime it as the warm-up would
     # (unprimed, the second request goes out late once and the first plan runs out: one hold)
-    rt.scheduler.prime(round(LATENCY_MS * 1e6), rt.config.chunk.steps_limit(rt.bundle_info.trained_steps),
-                       rt.pipeline.dt_ns)
+    controller.scheduler.prime(round(LATENCY_MS * 1e6), controller.steps, controller.model.dt_ns)
     sim.run(4.0)
     ticks = _after_first_chunk(sim)
     assert len(ticks) * 0.020 >= 6 * CHUNK_S  # several chunks' worth of ticks
@@ -45,7 +44,7 @@ def test_two_workers_overlap_requests_and_never_hold(sim_factory) -> None:
 def test_one_worker_with_the_same_latency_holds_every_cycle(sim_factory) -> None:
     """The control case: the same latency with the node's own (CPU) worker count of 1."""
     sim = sim_factory(name="lw_overlap1", latency_ms=LATENCY_MS, chunk__max_inflight=2)
-    assert sim.rt.workers == 1 and sim.rt.scheduler.config.max_inflight == 1
+    assert sim.controller.workers == 1 and sim.controller.scheduler.config.max_inflight == 1
     assert any("chunk.max_inflight 2" in m and "running 1 inference worker" in m
                for lv, m, _ in sim.log.records if lv == "warning")
     sim.run(4.0)

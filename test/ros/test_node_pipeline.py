@@ -115,7 +115,7 @@ def test_control_runs_at_the_configured_rate(system) -> None:
     close to it a busy machine gets is not asserted (a wall-clock speed); the exact tick timing is
     tested on the simulated clock (test_faults_offline, test_node_overlap)."""
     node, robot, params = system
-    assert node.runtime.control_timer.timer_period_ns == round(1e9 / params["control_rate_hz"])
+    assert node.control_timer.timer_period_ns == round(1e9 / params["control_rate_hz"])
     robot.wait_for(lambda r: len(r.diagnostics) >= 2, 30, "two diagnostics messages")
     start = time.monotonic()
     time.sleep(2.5)
@@ -199,7 +199,7 @@ def test_runtime_parameter_changes_are_validated(system) -> None:
     assert not result.successful
     (result,) = robot.set_parameters(chunk__blend_steps=2)
     assert result.successful, result.reason
-    assert node.runtime.config.chunk.blend_steps == 2
+    assert node.controller.config.chunk.blend_steps == 2
 
 
 def test_unknown_instruction_holds_and_lists_the_known_ones(system) -> None:

@@ -1,7 +1,8 @@
 """Event-sequence driver for the control-path property tests (test/control/test_control_properties.py).
 
-Built on fault_sim's pieces (the real PolicyNode, its own callbacks, a simulated clock, recording
-publishers, SimulatedInference) but with its own event loop, because the properties need what the
+Built on the same pieces as fault_sim (the node's controller and bridge in a
+lightwam_ros.replay.simulation.Simulation, a simulated clock, recording publishers,
+SimulatedInference) but with its own event loop, because the properties need what the
 fixed-stream SimRobot.run does not give: the clock jumping backwards and forwards, joint states and
 camera stamps corrupted per segment, chunks corrupted or delayed per request, lifecycle and
 parameter operations between ticks, and a robot that executes every published command (forward
@@ -9,11 +10,11 @@ commands at once, JointTrajectory points by linear interpolation) and can be mov
 
 Why the model is replaced by a synthetic chunk generator: the properties are about what reaches
 the robot whatever the chunks are, and a real CPU inference (seconds on a loaded machine) would
-allow only a handful of examples. Why one node per test module, re-wired per example with the
-node's own ``_wire``: configure verifies the bundle and warms the model up (~10 s); ``_wire`` is
-the part of configure that builds a fresh runtime (sync, scheduler, safety filter, subscriptions,
-publishers) from a config, so every example starts from a just-configured node with its own config
-(output mode, action space) without paying for the model again.
+allow only a handful of examples. Why one loaded policy per test module and a fresh Simulation per
+example: loading verifies the bundle and warms the model up (~10 s); a Simulation builds a fresh
+controller (sync, scheduler, safety filter) from a config with ros/assembly.py's build_controller,
+as the node's configure does, so every example starts from a just-configured controller with its
+own config (output mode, action space) without paying for the model again.
 
 Every published output message is checked against the invariants (``Violation`` names the one
 broken); see ``Episode`` for the exact rules.
@@ -28,15 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fault_sim import START_NS, Recorder, start
-from rclpy.parameter import Parameter
+from fault_sim import START_NS, LogSpy, Recorder, start
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
 
 from lightwam_ros import config as cfgmod
 from lightwam_ros.demo.synthetic import joint_positions
-from lightwam_ros.replay.offline import SimClock, SimulatedInference
+from lightwam_ros.replay.simulation import SimClock, SimulatedInference, Simulation
+from lightwam_ros.ros.bridge import Publishers
 from lightwam_ros.ros.images import ns_to_time, rgb_to_image
 from lightwam_ros.types import ActionChunk
 
@@ -118,7 +118,7 @@ class ControlInference(SimulatedInference):
         self.predict_s = 0.0
 
     def submit(self, ticket: int | None, frames: Any) -> bool:
-        self._latency_ns = self.episode.step.latency_ms * MS
+        self.latency_ns = self.episode.step.latency_ms * MS
         t0 = time.thread_time()
         try:
             return super().submit(ticket, frames)
@@ -138,19 +138,19 @@ class _Trajectory:
 
 
 class ControlSim:
-    """One PolicyNode (configured once) that hands out a freshly wired runtime per episode."""
+    """One loaded policy that hands out a fresh Simulation (controller and bridge) per episode."""
 
     def __init__(self, bundle: Any, name: str = "lw_props") -> None:
-        self.sim = start(bundle, name=name, image_hw=(8, 8), latency_ms=40.0)
-        self.node = self.sim.node
-        self.clock: SimClock = self.sim.clock
-        self.base_params = dict(self.sim.params)
-        self.info = self.node.runtime.bundle_info
+        self.robot = start(bundle, name=name, image_hw=(8, 8), latency_ms=40.0)
+        self.loaded = self.robot.loaded
+        self.clock: SimClock = self.robot.clock
+        self.base_params = dict(self.robot.params)
+        self.info = self.robot.controller.bundle_info
         # one-time costs (lazy imports, first diagnostics message) are not what the time bound is about
-        self.node._on_diagnostics()  # noqa: SLF001
+        self.robot.sim.diagnostics()
 
     def close(self) -> None:
-        self.sim.close()
+        self.robot.close()
 
     def params_for(self, profile: Profile) -> dict[str, Any]:
         p = dict(self.base_params)
@@ -166,24 +166,12 @@ class ControlSim:
         return p
 
     def episode(self, profile: Profile) -> Episode:
-        node = self.node
-        old = node._rt  # noqa: SLF001
-        if old.active:
-            node.trigger_deactivate()
         params = self.params_for(profile)
         cfg = cfgmod.from_params(params)
         cfgmod.validate_against_bundle(cfg, self.info)
         self.clock.now_ns = START_NS
-        node._destroy_entities(old)  # noqa: SLF001
-        old.worker.close()
-        rt = node._wire(cfg, old.bundle_info, old.pipeline, old.text_encoder, profile.workers)  # noqa: SLF001
-        rt.worker.close()  # the thread pool _wire starts: replaced by the simulated inference below
-        node._rt = rt  # noqa: SLF001
-        ep = Episode(self, profile, rt)
-        rt.worker = ep.inference
-        rt.scheduler.prime(40 * MS, cfg.chunk.steps_limit(self.info.trained_steps), rt.config.control_period_ns)
-        rt.output_pub, rt.chunk_pub, rt.diag_pub, rt.canvas_pub = (Recorder(self.clock) for _ in range(4))
-        ep.output = rt.output_pub
+        ep = Episode(self, profile, cfg)
+        ep.controller.scheduler.prime(40 * MS, cfg.chunk.steps_limit(self.info.trained_steps), cfg.control_period_ns)
         ep.activate()
         return ep
 
@@ -211,17 +199,19 @@ class Episode:
 
     owner: ControlSim
     profile: Profile
-    rt: Any
+    config: Any  # PolicyConfig of this episode
     step: Step = field(default_factory=Step)
-    output: Any = None
-    inference: Any = None
-    log: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.node = self.owner.node
         self.clock = self.owner.clock
         self.inference = ControlInference(self, self.profile.workers)
-        cfg = self.rt.config
+        self.output = Recorder(self.clock)
+        publishers = Publishers(output=self.output, action_chunk=Recorder(self.clock), canvas=Recorder(self.clock),
+                                diagnostics=Recorder(self.clock))
+        self.sim = Simulation(self.owner.loaded, self.config, publishers, self.clock, LogSpy(),
+                              inference=self.inference)
+        self.controller = self.sim.controller
+        cfg = self.config
         self.joint_names = list(cfg.joints.names)
         self.out_names = list(cfg.output.joint_names)
         extra = [n for n in self.out_names if n not in self.joint_names] if not self.profile.delta else []
@@ -272,7 +262,7 @@ class Episode:
             return
         self._settle(self.clock.now_ns)
         self.traj = None
-        cfg = self.rt.config.safety
+        cfg = self.controller.config.safety
         lo, hi = np.asarray(cfg.position_min) + 0.01, np.asarray(cfg.position_max) - 0.01
         self.q[self.out_idx] = np.clip(self.q[self.out_idx] + rng.uniform(-0.4, 0.4, len(self.out_idx)), lo, hi)
         self._deliver_joint(self.clock.now_ns)  # the robot reports where it now is
@@ -280,7 +270,7 @@ class Episode:
     # -- the synthetic policy --------------------------------------------------------------------------
 
     def synthetic_chunk(self, stamp_ns: int) -> ActionChunk:
-        cfg = self.rt.config
+        cfg = self.controller.config
         dt = cfg.control_period_ns
         a = len(self.out_names)
         t = (stamp_ns + dt * np.arange(HORIZON)) / S
@@ -344,7 +334,7 @@ class Episode:
         msg = self._joint_msg(t)
         if msg is None:
             return
-        self._call("joint", self.node._on_joint_state, msg)  # noqa: SLF001
+        self._call("joint", self.sim.joint_state, msg)
         # what the node may take as the measured position (for the first-command-after-silence rule)
         if self.out_idx is None or self.step.joints in ("wrong_len", "dup_name"):
             return
@@ -360,7 +350,7 @@ class Episode:
 
     def _deliver_camera(self, i: int, t: int) -> None:
         mode = self.step.cams
-        names = list(self.rt.config.cameras.names)
+        names = list(self.controller.config.cameras.names)
         if mode == "all_silent" or (mode == "one_silent" and i == 1):
             return
         stamp = t
@@ -375,13 +365,13 @@ class Episode:
         elif mode == "future" and i == 0:
             stamp = t + 5 * S
         msg = rgb_to_image(self.frame, max(stamp, 1), names[i])
-        self._call("camera", self.node._on_image, msg, names[i], self.rt.config.cameras.topics[i])  # noqa: SLF001
+        self._call("camera", self.sim.image, msg, names[i], self.controller.config.cameras.topics[i])
 
     # -- calling the node -----------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         n = len(self.output.messages)
-        dry_before, active_before = self.rt.config.dry_run, self.rt.active
+        dry_before, active_before = self.controller.config.dry_run, self.controller.active
         p0 = self.inference.predict_s
         t0 = time.thread_time()
         try:
@@ -395,12 +385,12 @@ class Episode:
         for _, msg in self.output.messages[n:]:
             self._check(what, msg, dry_before, active_before)
         if what == "tick":
-            self.dry_ticks = self.dry_ticks + 1 if self.rt.config.dry_run else 0
+            self.dry_ticks = self.dry_ticks + 1 if self.controller.config.dry_run else 0
             published = len(self.output.messages) > n
             if self.profile.mode == "forward":
                 self.silent = not published
-            if self.profile.delta and published and self.rt.hold is not None:
-                raise Violation(f"delta_hold: a hold ({self.rt.hold.value}) published a delta command")
+            if self.profile.delta and published and self.controller.hold is not None:
+                raise Violation(f"delta_hold: a hold ({self.controller.hold.value}) published a delta command")
         return result
 
     def _is_hold_of_last(self, points: np.ndarray) -> bool:
@@ -410,7 +400,7 @@ class Episode:
             if self.profile.mode == "forward" else last is not None and len(points) == 1
 
     def _check(self, what: str, msg: Any, dry_before: bool, active_before: bool) -> None:
-        cfg = self.rt.config.safety
+        cfg = self.controller.config.safety
         lo, hi, cap = (np.asarray(x, dtype=np.float64) for x in (cfg.position_min, cfg.position_max, cfg.max_step))
         now = self.clock.now_ns
         if self.profile.mode == "forward":
@@ -452,7 +442,7 @@ class Episode:
             if self.out_idx is not None:
                 self.q[self.out_idx] = cmd
             return
-        period = self.rt.config.control_period_ns
+        period = self.controller.config.control_period_ns
         if len(points) == 0:
             return
         for k in range(1, len(points)):
@@ -475,37 +465,38 @@ class Episode:
     # -- operations -------------------------------------------------------------------------------------
 
     def activate(self) -> None:
-        self._call("activate", self.node.trigger_activate)
+        self._call("activate", self.sim.activate)
         self.active = True
         self.silent = True
         now = self.clock.now_ns
-        self.next = {("joint",): now + JOINT_PERIOD_NS, ("tick",): now + self.rt.config.control_period_ns,
+        self.next = {("joint",): now + JOINT_PERIOD_NS, ("tick",): now + self.controller.config.control_period_ns,
                      ("diag",): now + DIAG_NS}
-        for i in range(len(self.rt.config.cameras.names)):
+        for i in range(len(self.controller.config.cameras.names)):
             self.next[("cam", i)] = now + CAMERA_PERIOD_NS + i * MS
 
     def set_param(self, name: str, value: Any) -> Any:
-        return self._call(f"set {name}={value!r}", self.node.set_parameters, [Parameter(name, value=value)])
+        """Through the node's parameter path (PolicyBridge.update_parameters: validated as a whole)."""
+        return self._call(f"set {name}={value!r}", self.sim.set_parameters, {name: value})
 
     def apply(self, step: Step, rng: np.random.Generator) -> None:
         op, arg = step.op, step.arg
         if op == "pause":
-            self._call("pause", self.node._on_pause, Trigger.Request(), Trigger.Response())  # noqa: SLF001
+            self._call("pause", self.sim.pause)
         elif op == "resume":
-            self._call("resume", self.node._on_resume, Trigger.Request(), Trigger.Response())  # noqa: SLF001
+            self._call("resume", self.sim.resume)
         elif op == "dry_run_on":
             self.set_param("dry_run", True)
         elif op == "dry_run_off":
             self.set_param("dry_run", False)
         elif op == "deactivate" and self.active:
-            self._call("deactivate", self.node.trigger_deactivate)
+            self._call("deactivate", self.sim.deactivate)
             self.active, self.silent = False, True
         elif op == "activate" and not self.active:
             self.activate()
         elif op == "instruction":
-            self._call("instruction", self.node._on_instruction, String(data=arg))  # noqa: SLF001
+            self._call("instruction", self.sim.instruction, String(data=arg))
         elif op == "huge_instruction":
-            self._call("instruction", self.node._on_instruction, String(data="x" * 10_000_000))  # noqa: SLF001
+            self._call("instruction", self.sim.instruction, String(data="x" * 10_000_000))
         elif op == "param":
             self.set_param(*arg)
         elif op in ("jump_back", "jump_fwd"):
@@ -522,16 +513,16 @@ class Episode:
             msg.header.stamp = ns_to_time(self.clock.now_ns)
             msg.name = [f"j{i}" for i in range(200_000)]
             msg.position = [0.0] * 200_000
-            self._call("joint(huge)", self.node._on_joint_state, msg)  # noqa: SLF001
+            self._call("joint(huge)", self.sim.joint_state, msg)
         elif op == "many_name_lists":
             for k in range(200):
                 msg = self._joint_msg(self.clock.now_ns) or JointState()
                 msg.name = [*msg.name, f"extra_{k}"]
                 msg.position = [*msg.position, 0.0]
-                self._call("joint(new names)", self.node._on_joint_state, msg)  # noqa: SLF001
-            if len(self.rt.joint_index) > 64:
-                raise Violation(f"bounded_cache: {len(self.rt.joint_index)} joint-name index maps kept after "
-                                "200 distinct name lists")
+                self._call("joint(new names)", self.sim.joint_state, msg)
+            kept = self.controller.joints.known_name_lists()
+            if kept > 64:
+                raise Violation(f"bounded_cache: {kept} joint-name index maps kept after 200 distinct name lists")
 
     def run(self, steps: list[Step], seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
@@ -540,8 +531,8 @@ class Episode:
             self.frozen_stamp = None
             self.apply(step, rng)
             if not self.active:  # no ticks run while inactive; time passes
-                self.clock.now_ns += step.ticks * self.rt.config.control_period_ns
-                self.next = {k: v + step.ticks * self.rt.config.control_period_ns for k, v in self.next.items()}
+                self.clock.now_ns += step.ticks * self.controller.config.control_period_ns
+                self.next = {k: v + step.ticks * self.controller.config.control_period_ns for k, v in self.next.items()}
                 continue
             self.run_ticks(step.ticks)
 
@@ -560,9 +551,9 @@ class Episode:
                 self._settle(t)
                 self._deliver_joint(t)
             elif kind == "tick":
-                self.next[source] = t + self.rt.config.control_period_ns
-                self._call("tick", self.node._on_control_tick)  # noqa: SLF001
+                self.next[source] = t + self.controller.config.control_period_ns
+                self._call("tick", self.sim.tick)
                 done += 1
             else:
                 self.next[source] = t + DIAG_NS
-                self._call("diagnostics", self.node._on_diagnostics)  # noqa: SLF001
+                self._call("diagnostics", self.sim.diagnostics)

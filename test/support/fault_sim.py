@@ -1,15 +1,13 @@
-"""Exact-timing harness for the fault tests: the real PolicyNode on a simulated clock.
+"""Exact-timing harness for the fault tests: the node's controller and bridge on a simulated clock.
 
-The same driving as offline replay (lightwam_ros.replay.offline): the node is configured from the
-demo profile exactly as a launch would, then its own callbacks (``_on_image``, ``_on_joint_state``,
-``_on_instruction``, ``_on_control_tick``, ``_on_diagnostics``) are called with real ROS messages in
-time order, ``_now_ns`` returns the simulated clock, inference runs synchronously and is released a
-fixed latency later (replay_offline.SimulatedInference, with the node's worker count; the node's
-monotonic clock is the simulated one, so a chunk merges at exactly request + latency), and the
-publishers record instead of sending. Why not DDS: hold timing "within 2 control periods" and
-"no stale frame is used" must be exact, and a faulty input stream (backwards stamps, truncated
-images) is easier to script here than over a best-effort transport. Everything robot-facing is
-recorded per tick.
+The same driver as offline replay (lightwam_ros.replay.simulation.Simulation): the demo profile's
+PolicyConfig (with overrides), the bundle loaded and warmed up exactly as the node's configure does
+(ros/assembly.py), the PolicyController behind the PolicyBridge fed real ROS messages in time
+order, inference run synchronously and released a fixed latency later on the simulated clock
+(SimulatedInference, with the node's worker count), and publishers that record instead of sending.
+Why not DDS: hold timing "within 2 control periods" and "no stale frame is used" must be exact,
+and a faulty input stream (backwards stamps, truncated images) is easier to script here than over
+a best-effort transport. Everything robot-facing is recorded per tick.
 
 The simulated robot executes its commands: the joint state it publishes is the last forward
 command (or the start pose before the first), so a jump in the command would show in the state.
@@ -17,7 +15,6 @@ command (or the start pose before the first), so a jump in the command would sho
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +22,15 @@ from typing import Any
 import numpy as np
 import rclpy
 from node_harness import as_overrides, demo_parameters
-from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
+from lightwam_ros import config as cfgmod
 from lightwam_ros.demo.synthetic import joint_positions, render_scene
-from lightwam_ros.replay.offline import SimClock, SimulatedInference, simulate_inference
+from lightwam_ros.replay.simulation import SimClock, SimulatedInference, Simulation
+from lightwam_ros.ros.assembly import LoadedPolicy, load_policy
+from lightwam_ros.ros.bridge import Publishers
 from lightwam_ros.ros.images import ns_to_time, rgb_to_image
 from lightwam_ros.ros.node import PolicyNode
 
@@ -44,7 +43,7 @@ DIAG_NS = 100_000_000  # diagnostics at 10 Hz in the sim
 
 
 class Recorder:
-    """Drop-in for an rclpy publisher: keeps (sim time, message)."""
+    """Stands in for an rclpy publisher: keeps (sim time, message)."""
 
     def __init__(self, clock: SimClock) -> None:
         self.clock = clock
@@ -58,16 +57,14 @@ class Recorder:
 
 
 class LogSpy:
-    """Stands in for the node's ROS logger: keeps (level, message, throttle seconds) of every call."""
+    """The controller's (or the node's) logger: keeps (level, message, throttle seconds) of every
+    call, throttled or not, so tests can check what was said and how it is throttled."""
 
-    def __init__(self, logger: Any) -> None:
-        self._logger = logger
+    def __init__(self) -> None:
         self.records: list[tuple[str, str, float]] = []
 
     def _make(self, level: str) -> Callable[..., Any]:
         def log(msg: str, **kw: Any) -> bool:
-            # Recorded, not forwarded: rclpy keys its throttling by the caller's code location, and
-            # one forwarding function for every severity would be that location for all of them.
             self.records.append((level, msg, float(kw.get("throttle_duration_sec", 0.0) or 0.0)))
             return True
         return log
@@ -75,33 +72,24 @@ class LogSpy:
     def __getattr__(self, name: str) -> Any:
         if name in ("debug", "info", "warning", "warn", "error", "fatal"):
             return self._make(name)
-        return getattr(self._logger, name)
+        raise AttributeError(name)
 
     def errors(self) -> list[tuple[str, float]]:
         return [(m, t) for lv, m, t in self.records if lv in ("error", "fatal")]
 
 
 @dataclass
-class TickRecord:
-    t_ns: int
-    hold: Any  # HoldReason | None
-    command: np.ndarray | None  # the forward command published this tick (None: nothing published)
-
-
-@dataclass
 class SimRobot:
-    """Cameras, joint states, instruction and the clock around a configured, active PolicyNode."""
+    """Cameras, joint states, instruction and the clock around an active, simulated policy."""
 
-    node: PolicyNode
+    sim: Simulation
+    loaded: LoadedPolicy
     clock: SimClock
-    worker: SimulatedInference
     log: LogSpy
-    ctx: Any
     params: dict
     output: Recorder
     chunks: Recorder
     diagnostics: Recorder
-    ticks: list[TickRecord] = field(default_factory=list)
     frames: dict = field(default_factory=dict)
     # hooks: (camera index, camera name, frame number, stamp) -> Image to deliver, or None (dropped)
     camera_hook: Callable[[int, str, int, int], Image | None] | None = None
@@ -110,11 +98,19 @@ class SimRobot:
     camera_delay_ns: int = 0  # transport delay: a frame stamped t arrives at t + delay
     publish_joints: bool = True
     stamp_offset_ns: int = 0  # added to camera stamps (jump_clock moves it with the clock)
-    _next: dict = field(default_factory=dict)
+    next_event: dict = field(default_factory=dict)  # message source -> time of its next message
 
     @property
-    def rt(self) -> Any:
-        return self.node.runtime
+    def controller(self) -> Any:
+        return self.sim.controller
+
+    @property
+    def worker(self) -> SimulatedInference:
+        return self.sim.inference
+
+    @property
+    def ticks(self) -> list:
+        return self.sim.ticks
 
     @property
     def cameras(self) -> list[str]:
@@ -141,43 +137,55 @@ class SimRobot:
         msg.position = self.position().tolist()
         return msg
 
+    # -- what the node's services, parameters and lifecycle call ------------------------------------
+
     def send_instruction(self, text: str) -> None:
-        self.node._on_instruction(String(data=text))  # noqa: SLF001
+        self.sim.instruction(String(data=text))
+
+    def deliver_joint_state(self, msg: JointState) -> None:
+        self.sim.joint_state(msg)
+
+    def set_parameters(self, **changes: Any) -> tuple[bool, str]:
+        """Runtime parameter changes, dotted names with '__' (as the node's parameter callback)."""
+        return self.sim.set_parameters({k.replace("__", "."): v for k, v in changes.items()})
+
+    def pause(self) -> tuple[bool, str]:
+        return self.sim.pause()
+
+    def resume(self) -> tuple[bool, str]:
+        return self.sim.resume()
+
+    def deactivate(self) -> bool:
+        return self.sim.deactivate()
+
+    def activate(self) -> None:
+        self.sim.activate()
+
+    # -- time ----------------------------------------------------------------------------------------
 
     def run(self, seconds: float) -> None:
-        """Advance the clock by `seconds`, delivering every event due (messages before timers on ties)."""
+        """Advance the clock by `seconds`, delivering every event due (messages before timers on
+        ties; joint states before camera frames)."""
         until = self.clock.now_ns + round(seconds * 1e9)
         while True:
-            source, t = min(self._next.items(), key=lambda kv: (kv[1], _ORDER[kv[0][0]]))
+            source, t = min(self.next_event.items(), key=lambda kv: (kv[1], _ORDER[kv[0][0]]))
             if t > until:
                 break
+            self.sim.run_timers(t)
             self.clock.now_ns = t
-            kind = source[0]
-            if kind == "cam":
+            if source[0] == "cam":
                 i, k = source[1], source[2]
-                self._next.pop(source)
-                self._next[("cam", i, k + 1)] = START_NS + (k + 1) * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS \
+                self.next_event.pop(source)
+                self.next_event[("cam", i, k + 1)] = START_NS + (k + 1) * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS \
                     + self.camera_delay_ns + self.stamp_offset_ns
                 self._deliver_camera(i, k, START_NS + k * CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS
                                      + self.stamp_offset_ns)
-            elif kind == "joint":
-                self._next[source] = t + JOINT_PERIOD_NS
+            else:
+                self.next_event[source] = t + JOINT_PERIOD_NS
                 msg = self.joint_hook(t) if self.joint_hook else (self.joint_state(t) if self.publish_joints else None)
                 if msg is not None:
-                    self.node._on_joint_state(msg)  # noqa: SLF001
-            elif kind == "tick":
-                self._next[source] = t + TICK_NS
-                n = len(self.output.messages)
-                self.node._on_control_tick()  # noqa: SLF001
-                rt = self.rt
-                if rt is None or not rt.active:
-                    continue
-                new = self.output.messages[n:]
-                cmd = command_of(new[-1][1]) if new else None
-                self.ticks.append(TickRecord(t, rt.hold, cmd))
-            else:
-                self._next[source] = t + DIAG_NS
-                self.node._on_diagnostics()  # noqa: SLF001
+                    self.sim.joint_state(msg)
+        self.sim.run_timers(until + 1)
         self.clock.now_ns = until
 
     def jump_clock(self, delta_ns: int) -> None:
@@ -185,7 +193,8 @@ class SimRobot:
         joint stamps continue on the new timeline."""
         self.clock.now_ns += delta_ns
         self.stamp_offset_ns += delta_ns
-        self._next = {k: t + delta_ns for k, t in self._next.items()}
+        self.next_event = {k: t + delta_ns for k, t in self.next_event.items()}
+        self.sim.shift_timers(delta_ns)
 
     def _deliver_camera(self, i: int, k: int, t_ns: int) -> None:
         name = self.cameras[i]
@@ -194,11 +203,11 @@ class SimRobot:
         msg = self.camera_hook(i, name, k, t_ns) if self.camera_hook else self.image(i, k, t_ns)
         if msg is None:  # the hook dropped this frame
             return
-        self.node._on_image(msg, name, self.topics[i])  # noqa: SLF001
+        self.sim.image(msg, name, self.topics[i])
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def ticks_between(self, t0: int, t1: int) -> list[TickRecord]:
+    def ticks_between(self, t0: int, t1: int) -> list:
         return [tk for tk in self.ticks if t0 <= tk.t_ns < t1]
 
     def last_status(self, suffix: str) -> Any:
@@ -210,12 +219,12 @@ class SimRobot:
 
     def close(self) -> None:
         try:
-            self.node.destroy_node()
+            self.sim.close()
         finally:
-            rclpy.try_shutdown(context=self.ctx)
+            self.loaded.close()
 
 
-_ORDER = {"joint": 0, "cam": 1, "tick": 2, "diag": 3}
+_ORDER = {"joint": 0, "cam": 1}
 
 
 def command_of(msg: Any) -> np.ndarray:
@@ -233,18 +242,18 @@ def _context() -> Any:
 
 
 def configure_only(bundle: Any, name: str, **overrides: Any) -> tuple[PolicyNode, LogSpy, Any, Any]:
-    """A node with the demo profile (and overrides), configure attempted once: (node, log, ctx, result)."""
+    """A real node with the demo profile (and overrides), configure attempted once:
+    (node, log, ctx, result). For what only the node does: declaring parameters, the lifecycle."""
     params = demo_parameters(bundle, **overrides)
     ctx = _context()
-    node = PolicyNode(name, context=ctx, parameter_overrides=as_overrides(params))
-    log = LogSpy(node._logger)  # noqa: SLF001
-    node._logger = log  # noqa: SLF001
+    log = LogSpy()
+    node = PolicyNode(name, context=ctx, parameter_overrides=as_overrides(params), log=log)
     return node, log, ctx, node.trigger_configure()
 
 
 def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_hw: tuple[int, int] = (96, 128),
           workers: int | None = None, **overrides: Any) -> SimRobot:
-    """Configure and activate a PolicyNode on the simulated clock (forward output, 10 Hz diagnostics).
+    """An active simulated policy with the demo profile (forward output, 10 Hz diagnostics).
     The default 40 ms simulated latency is a GPU-like one: with 0 the scheduler, pacing requests from
     the measured latency, asks only when the plan has ended and every cycle holds a tick.
     ``workers`` (test-only): run that many overlapping simulated inferences (chunk.max_inflight is
@@ -256,31 +265,23 @@ def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_
                  "diagnostics__rate_hz": 10.0, "debug__canvas_rate_hz": 0.0, **overrides}
     clock = SimClock(START_NS)
     params = demo_parameters(bundle, **overrides)
-    ctx = _context()
-    node = PolicyNode(name, context=ctx, parameter_overrides=as_overrides(params))
-    node._now_ns = lambda: clock.now_ns  # noqa: SLF001 - the node's only clock accessor
-    log = LogSpy(node._logger)  # noqa: SLF001
-    node._logger = log  # noqa: SLF001
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        rclpy.try_shutdown(context=ctx)
-        raise AssertionError(f"configure failed: {log.errors()}")
-    rt = node.runtime
-    if workers is not None:
-        rt.workers = workers
-        rt.scheduler.reconfigure(dataclasses.replace(rt.config.chunk, max_inflight=workers))
-    worker = simulate_inference(node, clock, round(latency_ms * 1e6), keep_frames=True)
+    cfg = cfgmod.from_params(params)
+    log = LogSpy()
+    loaded = load_policy(cfg, log)
+    inference = SimulatedInference(loaded.predict, clock, round(latency_ms * 1e6), keep_frames=True,
+                                   workers=workers if workers is not None else loaded.workers)
     output, chunks, diagnostics = Recorder(clock), Recorder(clock), Recorder(clock)
-    rt.output_pub, rt.chunk_pub, rt.diag_pub, rt.canvas_pub = output, chunks, diagnostics, Recorder(clock)
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    publishers = Publishers(output=output, action_chunk=chunks, canvas=Recorder(clock), diagnostics=diagnostics)
+    sim = Simulation(loaded, cfg, publishers, clock, log, inference=inference, name=name, diagnostics_period_ns=DIAG_NS)
+    sim.activate()
     h, w = image_hw
     frames = {i: [render_scene(i, k / 30.0, h, w) for k in range(4)] for i in range(len(params["cameras.names"]))}
-    sim = SimRobot(node=node, clock=clock, worker=worker, log=log, ctx=ctx, params=params, output=output,
-                   chunks=chunks, diagnostics=diagnostics, frames=frames)
-    sim._next = {("joint",): START_NS + JOINT_PERIOD_NS, ("tick",): START_NS + TICK_NS,  # noqa: SLF001
-                 ("diag",): START_NS + DIAG_NS}
+    robot = SimRobot(sim=sim, loaded=loaded, clock=clock, log=log, params=params, output=output, chunks=chunks,
+                     diagnostics=diagnostics, frames=frames)
+    robot.next_event = {("joint",): START_NS + JOINT_PERIOD_NS}
     for i in range(len(params["cameras.names"])):
-        sim._next[("cam", i, 1)] = START_NS + CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS  # noqa: SLF001
-    return sim
+        robot.next_event[("cam", i, 1)] = START_NS + CAMERA_PERIOD_NS + i * CAMERA_PHASE_NS
+    return robot
 
 
 def max_steps(params: dict) -> np.ndarray:
