@@ -31,13 +31,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lightwam", description=__doc__.splitlines()[0])
+class OptionRecorder(argparse.ArgumentParser):
+    """An ArgumentParser that keeps the options added to it, and its subcommand parsers by name:
+    argparse has no public listing of either, and join_negative_values needs both."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.options: list[argparse.Action] = []  # before super().__init__, which adds -h/--help
+        self.subcommands: dict[str, OptionRecorder] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: object, **kwargs: object) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.options.append(action)
+        return action
+
+
+def build_parser() -> OptionRecorder:
+    parser = OptionRecorder(prog="lightwam", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OptionRecorder)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module)
+        parser.subcommands[name] = sp
     return parser
 
 
@@ -46,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 _NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf\b|nan\b)", re.IGNORECASE)
 
 
-def _single_value_options(parsers: Iterable[argparse.ArgumentParser]) -> tuple[set[str], set[str]]:
+def _single_value_options(parsers: Iterable[OptionRecorder]) -> tuple[set[str], set[str]]:
     """(option strings that take exactly one value, every option string) of the given parsers."""
     takes_value: set[str] = set()
     every: set[str] = set()
     for parser in parsers:
-        for action in parser._actions:  # noqa: SLF001 - argparse has no public listing of its options
+        for action in parser.options:
             every.update(action.option_strings)
             if action.option_strings and action.nargs in (None, "?"):
                 takes_value.update(action.option_strings)
     return takes_value, every
 
 
-def join_negative_values(argv: Sequence[str], parsers: Iterable[argparse.ArgumentParser]) -> list[str]:
+def join_negative_values(argv: Sequence[str], parsers: Iterable[OptionRecorder]) -> list[str]:
     """Rewrite `--opt -0.1,0.2` as `--opt=-0.1,0.2` for the one-value options of `parsers`.
 
     argparse reads a word that starts with '-' as an option, unless the word is one plain negative
@@ -116,7 +132,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, object]:
         # Only the chosen subcommand's module is imported (torch, rclpy, ... load lazily), and its
         # arguments are registered before parsing so that `lightwam <sub> --help` lists them.
         module = importlib.import_module(f"lightwam_ros.commands.{SUBCOMMANDS[command][0]}")
-        sub = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+        sub = parser.subcommands[command]
         module.add_arguments(sub)
         parsers.append(sub)
     args = parser.parse_args(join_negative_values(argv, parsers))

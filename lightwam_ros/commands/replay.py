@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from lightwam_ros.replay.bags import BagError
-from lightwam_ros.replay.runner import ReplayError, ReplayMode, ReplayOptions, ReplayResult, run_replay
+from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
+from lightwam_ros.replay.runner import ReplayResult, run_replay
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

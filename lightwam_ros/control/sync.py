@@ -206,7 +206,7 @@ class FrameSync:
                 return None
             near.sort(key=lambda d: d[0])  # stable: equal deltas keep queue (older-first) order
             candidates.append([s for _, s in near])
-        found = _first_combination(candidates, stamp_ns, slop)
+        found = first_combination(candidates, stamp_ns, slop)
         if found is None:
             return None
         if found is _BUDGET_SPENT:
@@ -255,7 +255,7 @@ class FrameSync:
 _BUDGET_SPENT: tuple[int, ...] = tuple([-1])  # sentinel (identity): the search stopped at MATCH_BUDGET
 
 
-def _first_combination(candidates: list[list[int]], fixed: int, slop: int) -> tuple[int, ...] | None:
+def first_combination(candidates: list[list[int]], fixed: int, slop: int) -> tuple[int, ...] | None:
     """The first combination (one stamp per list, lists in order, each list in its order) whose
     spread together with ``fixed`` is strictly below ``slop``, as itertools.product would meet it;
     None if there is none, _BUDGET_SPENT if MATCH_BUDGET partial combinations were visited first."""

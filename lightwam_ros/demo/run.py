@@ -650,7 +650,8 @@ def _fresh_out_dir(out: Path) -> None:
 def run_demo(options: DemoOptions) -> DemoResult:
     from lightwam_ros.config import from_params, load_profile
     from lightwam_ros.demo.synthetic import SyntheticBagSpec, TimedInstruction, write_synthetic_bag
-    from lightwam_ros.replay.runner import ReplayOptions, run_replay
+    from lightwam_ros.replay.options import ReplayOptions
+    from lightwam_ros.replay.runner import run_replay
 
     built = ensure_bundle(options.bundle, options.seed)
     _fresh_out_dir(options.out)

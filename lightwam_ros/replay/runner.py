@@ -2,12 +2,13 @@
 
     lightwam replay --bag DIR --profile YAML --bundle DIR --out DIR [--mode offline|live] ...
 
-Both modes run the node's own code -- lightwam_ros.ros.node.PolicyNode with its FrameSync, image
-decoding, PolicyPipeline, ChunkScheduler, SafetyFilter and message builders -- and record what it
-publishes (~/action_chunk, the output topic, ~/debug/canvas, /diagnostics) into OUT/outputs (MCAP):
+Both modes run the node's own code -- the PolicyController with its FrameSync, ChunkScheduler and
+SafetyFilter behind the PolicyBridge's image decoding and message builders, on the PolicyPipeline --
+and record what it publishes (~/action_chunk, the output topic, ~/debug/canvas, /diagnostics) into
+OUT/outputs (MCAP):
 
-- offline (offline.py): the node's callbacks are called in bag order on the bag clock
-  (record times), no data goes over DDS, and inference is simulated with a fixed, deterministic
+- offline (offline.py, simulation.py): the bridge's callbacks are called in bag order on the bag
+  clock (record times), no data goes over DDS, and inference is simulated with a fixed, deterministic
   latency on the bag clock (default 0 = instantaneous: the chunk is merged at the next control tick
   after the request). Deterministic: the same bag, profile and bundle give the same chunks.
 - live (live.py): the bag's inputs are published over real DDS as raw CDR with their original
@@ -42,19 +43,13 @@ from lightwam_ros.replay.metrics import (
     plot_replay,
     reference_track,
 )
+from lightwam_ros.replay.offline import run_offline
 from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
 from lightwam_ros.replay.streams import (
-    # IMAGE, STRING, FrameSetCounter, input_stream, msgtype_of: unused here, but offline.py still
-    # imports them from this module; drop them once it imports lightwam_ros.replay.streams.
-    IMAGE,  # noqa: F401
-    STRING,  # noqa: F401
-    FrameSetCounter,  # noqa: F401
     InputTopics,
     OutputRecorder,
     OutputTopics,
-    input_stream,  # noqa: F401
     map_inputs,
-    msgtype_of,  # noqa: F401
     output_topics,
     replay_window,
 )
@@ -108,10 +103,6 @@ def run_replay(options: ReplayOptions) -> ReplayResult:
     recorder = OutputRecorder(options.output_bag)
     try:
         if options.mode is ReplayMode.OFFLINE:
-            # Imported here only while offline.py imports its shared names from this module (a circle
-            # at module level); module level like run_live once it imports lightwam_ros.replay.streams.
-            from lightwam_ros.replay.offline import run_offline
-
             mode_report, extras = run_offline(options, plan, cfg, inputs, topics, recorder, start_ns, stop_ns)
         else:
             mode_report, extras = run_live(options, plan, cfg, inputs, topics, recorder, start_ns, stop_ns)

@@ -15,7 +15,7 @@ messages. What differs from the node, and only this:
   robot's GPU to see how it changes which frame sets are used;
 - the publishers: whatever the caller passes (bag writer, list recorder);
 - no timers: ``run_timers(until)`` runs the control ticks and diagnostics due before ``until`` at
-  their periods (control.rate_hz, diagnostics.rate_hz); messages go first on equal times;
+  their periods (control_rate_hz, diagnostics.rate_hz); messages go first on equal times;
 - real-time scheduling (control.realtime_priority) is the node's and never applies here.
 """
 

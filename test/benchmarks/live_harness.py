@@ -309,13 +309,12 @@ class Recorder:
 # Subprocess entry points
 # ---------------------------------------------------------------------------------------------
 
-TWEAKS = ("torch1", "nice", "switch1ms", "rt")  # experiments on the node process (not the shipped node)
+TWEAKS = ("torch1", "switch1ms", "rt")  # experiments on the node process (not the shipped node)
 
 
 def _apply_tweaks(tweaks: Sequence[str]) -> None:
     """Process-level changes a node could make, to measure their effect on the control tick:
     torch1    torch.set_num_threads(1): inference leaves the other core to the executor thread
-    nice      the inference worker thread runs at nice +10 (Linux: per-thread priority)
     switch1ms sys.setswitchinterval(0.001): a thread waiting for the GIL gets it within ~1 ms
     rt        the executor thread (from its first control tick on) runs SCHED_FIFO priority 20; threads
               it starts later inherit that, the inference worker (started at configure) does not
@@ -327,16 +326,6 @@ def _apply_tweaks(tweaks: Sequence[str]) -> None:
         torch.set_num_threads(1)
     if "switch1ms" in tweaks:
         sys.setswitchinterval(0.001)
-    if "nice" in tweaks:
-        from lightwam_ros.inference.pool import InferencePool
-
-        run = InferencePool._run  # noqa: SLF001 - wrapped: the worker loop, niced
-
-        def niced_run(self: Any) -> None:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            run(self)
-
-        InferencePool._run = niced_run  # noqa: SLF001
 
 
 def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) -> None:

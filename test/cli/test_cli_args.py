@@ -9,15 +9,13 @@ script is test_predict_cli.py::test_predict_cli_end_to_end.
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from lightwam_ros import cli
 
 
-def _toy_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toy")
+def _toy_parser() -> cli.OptionRecorder:
+    p = cli.OptionRecorder(prog="toy")
     p.add_argument("--state")
     p.add_argument("--offset", type=float)
     p.add_argument("--maybe", nargs="?", const="c")
@@ -56,11 +54,10 @@ def test_joined_values_parse_as_typed() -> None:
 
 def _one_value_options(command: str) -> list[str]:
     parser = cli.build_parser()
-    sub = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001 - as cli.parse_args
+    sub = parser.subcommands[command]
     module = __import__(f"lightwam_ros.commands.{cli.SUBCOMMANDS[command][0]}", fromlist=["add_arguments"])
     module.add_arguments(sub)
-    return [a.option_strings[-1] for a in sub._actions  # noqa: SLF001
-            if a.option_strings and a.nargs in (None, "?")]
+    return [a.option_strings[-1] for a in sub.options if a.option_strings and a.nargs in (None, "?")]
 
 
 @pytest.mark.parametrize("command", sorted(cli.SUBCOMMANDS))

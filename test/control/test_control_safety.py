@@ -372,7 +372,7 @@ def test_combination_search_equals_the_product_order():
         fixed = 100
         cands = [sorted({fixed + rng.randint(-slop, slop) for _ in range(rng.randint(1, 5))},
                         key=lambda s: abs(s - fixed)) for _ in range(rng.randint(0, 3))]
-        got = S._first_combination(cands, fixed, slop)  # noqa: SLF001 - module helper under test
+        got = S.first_combination(cands, fixed, slop)
         assert got == _product_first(cands, fixed, slop)
 
 

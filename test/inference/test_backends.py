@@ -275,7 +275,7 @@ def test_cuda_eager_graphs_and_compile_match_cpu(tiny_bundle: Path) -> None:
     eager = TorchBackend(b, cuda, torch.float32)
     graphs = TorchBackend(b, cuda, torch.float32, cuda_graphs=True)
     graphs.warmup()
-    assert graphs._graph is not None, "CUDA graph capture failed"  # noqa: SLF001 - no public accessor
+    assert graphs.graph_captured, "CUDA graph capture failed"
     compiled = TorchBackend(b, cuda, torch.float32, compile=True)
     compiled.warmup()
     for x, r in zip(xs, ref):

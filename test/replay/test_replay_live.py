@@ -10,7 +10,8 @@ from lightwam_ros.control.latency_advice import ChunkTiming
 from lightwam_ros.demo.run import paced_rate
 from lightwam_ros.demo.synthetic import DEFAULT_INSTRUCTION, SyntheticBagSpec, TimedInstruction, write_synthetic_bag
 from lightwam_ros.replay.bags import BagReader, header_stamp_from_cdr
-from lightwam_ros.replay.runner import ReplayOptions, run_replay
+from lightwam_ros.replay.options import ReplayOptions
+from lightwam_ros.replay.runner import run_replay
 
 # The demo profile's chunks: 24 steps of the tiny bundle at 50 Hz, one inference at a time.
 DEMO_CHUNK = ChunkTiming(24, 20_000_000)

@@ -35,7 +35,8 @@ from lightwam_ros.replay.metrics import (
     joint_state_track,
     open_loop_error,
 )
-from lightwam_ros.replay.runner import ReplayError, ReplayOptions, run_replay
+from lightwam_ros.replay.options import ReplayError, ReplayOptions
+from lightwam_ros.replay.runner import run_replay
 from lightwam_ros.types import ActionChunk
 
 NEW_INSTRUCTION = "place the cup on the coaster"

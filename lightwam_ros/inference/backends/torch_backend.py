@@ -125,6 +125,11 @@ class TorchBackend(PolicyBackend):
         self._serial = threading.Lock()  # one graph replay / compiled call at a time (module doc)
 
     @property
+    def graph_captured(self) -> bool:
+        """A CUDA graph was captured at warm-up (cuda_graphs=True): inference replays it."""
+        return self._graph is not None
+
+    @property
     def max_concurrency(self) -> int:
         """1 with CUDA graphs or torch.compile (serialized, see the module doc), else the base rule."""
         if self.cuda_graphs or self.compile:
