@@ -1,6 +1,7 @@
 # lightwam_ros developer entry points. From a fresh clone on a machine with only Python 3.11:
 #   make demo    build the venv, the tiny demo bundle and a synthetic bag, run the node over DDS
 #   make test    build the venvs and run every check below (what CI runs, via .ci/run)
+#   make test-unit    the pure tests in well under a minute: no ROS, no model numerics or exports
 #   make test-kilted  the whole pytest suite under ROS 2 Kilted (Fast DDS 3.x)
 #   make test-jazzy   the tests marked `ros` (rclpy, messages, DDS) against ROS 2 Jazzy (Fast DDS 2.x)
 #   make test-avx2    the tests marked `numeric` again with the CPU kernels capped at AVX2
@@ -58,13 +59,14 @@ export HOME
 
 PYTEST_FLAGS ?= -q --timeout=600
 
-.PHONY: help venv venv-jazzy demo test lint test-kilted test-jazzy test-avx2 check-py310 clean-venv
+.PHONY: help venv venv-jazzy demo test lint test-unit test-kilted test-jazzy test-avx2 check-py310 clean-venv
 
 help:
 	@echo "make venv         create $(VENV) with pinned dependencies and the package (editable)"
 	@echo "make demo         run the embedded demo (lightwam demo): outputs under out/demo/"
 	@echo "make test         every check: lint, check-py310, test-kilted, test-avx2, test-jazzy (what CI runs)"
 	@echo "make lint         ruff check (configuration in pyproject.toml)"
+	@echo "make test-unit    run the pure tests only (no ROS, numerics, exports or model CLI runs; < 1 min)"
 	@echo "make test-kilted  run the whole pytest suite (pytest $(PYTEST_FLAGS) test/)"
 	@echo "make test-jazzy   run the tests marked ros under ROS 2 Jazzy (venv $(VENV_JAZZY))"
 	@echo "make test-avx2    rerun the tests marked numeric with CPU kernels capped at AVX2"
@@ -102,6 +104,14 @@ test:
 test-kilted: $(STAMP)
 	@mkdir -p "$(HOME)"
 	$(PY) -m pytest $(PYTEST_FLAGS) test/
+
+# The quick check while editing (about 30 s on 2 cores): the tests that touch no ROS (marker `ros`, set
+# in test/conftest.py), are not slow and compare no CPU-kernel numerics, less the predict CLI tests
+# (each runs the model end to end in a subprocess: 20 s more). Not a CI step: test-kilted runs them all.
+test-unit: $(STAMP)
+	@mkdir -p "$(HOME)"
+	$(PY) -m pytest $(PYTEST_FLAGS) -m "not ros and not slow and not numeric" \
+		--ignore=test/cli/test_predict_cli.py test/
 
 venv-jazzy: $(STAMP_JAZZY)
 

@@ -94,14 +94,17 @@ def sim_factory(tiny_bundle: Path):
 
 
 # What makes a test module a `ros` one, read from its source and from the test/support helper modules it
-# imports (fault_sim, node_harness, ...): rclpy, a ROS interface package (*_msgs, *_srvs), or the
-# package modules that start a node process or DDS participants (node, replay -> live replay, demo).
-# Static on purpose: most modules import rclpy lazily inside functions, so what is imported at
-# collection time says nothing. Erring towards `ros` only costs time under `make test-jazzy`.
+# imports (fault_sim, node_harness, ...): an import line of rclpy or of a ROS interface package (*_msgs,
+# *_srvs) -- at any indentation, so inside functions and in scripts the test runs count -- or a name of
+# the package modules that start a node process or DDS participants (node, replay -> live replay, demo).
+# Import lines, not words: a docstring saying "no rclpy", a check that rclpy stays unloaded, or a
+# message type string for rosbags ('sensor_msgs/msg/Image') touches no ROS, and such pure tests belong
+# in `make test-unit`. Static on purpose: most modules import rclpy lazily inside functions, so what is
+# imported at collection time says nothing. Erring towards `ros` only costs time under `make test-jazzy`.
 _ROS_SOURCE = re.compile(
-    r"\brclpy\b|\b[a-z0-9_]+_(?:msgs|srvs)\b"
+    r"^\s*(?:import|from)\s+(?:rclpy|[a-z0-9_]+_(?:msgs|srvs))\b"
     r"|\blightwam_ros\.(?:ros\.node|replay\.runner|replay\.live|demo\.run)\b"
-    r"|\bfrom\s+lightwam_ros\.(?:ros|replay|demo)\s+import\s+[^\n]*\b(?:node|runner|live|run)\b")
+    r"|\bfrom\s+lightwam_ros\.(?:ros|replay|demo)\s+import\s+[^\n]*\b(?:node|runner|live|run)\b", re.M)
 _ROS_FIXTURES = frozenset({"sim_factory", "ros_domain_id"})
 _touches_ros_cache: dict[Path, bool] = {}
 
