@@ -72,16 +72,7 @@ CONTROL_FORBIDDEN_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
 KNOWN_CYCLES: list[tuple[set[str], str]] = []
 
 # Imports that break ALLOWED, to be removed: (importer, imported, why it is still there).
-_LAYOUT = ("the Layout data (camera tiling, stored in bundle.json) lives in inference/layouts.py next to "
-           "the torch Preprocessor; to go: move Layout/LAYOUTS below bundle (bundle/ or model/) and keep "
-           "the Preprocessor in inference")
-KNOWN_VIOLATIONS: list[tuple[str, str, str]] = [
-    ("bundle.format", "inference.layouts", _LAYOUT),
-    ("bundle.convert", "inference.layouts", _LAYOUT),
-    ("config.docs_reference", "ros.launch_config",
-     "docs/parameters.md renders the launch arguments too; to go: the renderer moves up to ros/ (or "
-     "commands/), config keeps the parameter table"),
-]
+KNOWN_VIOLATIONS: list[tuple[str, str, str]] = []
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import yaml
 from lightwam_ros.bundle.format import PARTS, Bundle, Embodiment, expected_shapes, format_diff
 from lightwam_ros.bundle.official_text_cache import read_official_text_cache
 from lightwam_ros.bundle.safetensors_io import LazyTensor, sha256_file
-from lightwam_ros.inference.layouts import LAYOUTS, Layout
+from lightwam_ros.model.canvas_layout import LAYOUTS, Layout
 from lightwam_ros.model.config import ExpertConfig, ModelConfig, VAEConfig
 from lightwam_ros.model.dtypes import parse_dtype
 from lightwam_ros.model.normalization import STAT_KEYS as NORM_STAT_KEYS

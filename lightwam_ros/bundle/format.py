@@ -42,7 +42,7 @@ from lightwam_ros.bundle.safetensors_io import (
     shape_dtype,
     write_safetensors,
 )
-from lightwam_ros.inference.layouts import Layout
+from lightwam_ros.model.canvas_layout import Layout
 from lightwam_ros.model.config import ModelConfig
 from lightwam_ros.model.dtypes import dtype_name
 from lightwam_ros.model.normalization import Normalizer

@@ -7,8 +7,8 @@ The package is split by job; each module's docstring has its own API and reasons
 - ``profiles`` -- profile YAMLs and bundle directories on disk (load_profile, resolve_bundle_path).
 - ``bundle_check`` -- the configuration against the loaded bundle's manifest (BundleInfo).
 - ``updates`` -- runtime parameter changes (apply_updates).
-- ``docs_reference`` -- renders docs/parameters.md from the table; not imported here, because it
-  imports ros/launch_config.py, which imports this package.
+(docs/parameters.md is rendered from the table by ros/docs_reference.py, next to the launch
+arguments it also lists.)
 Imports run one way: parameters <- policy <- bundle_check <- updates, and parameters <- profiles.
 
 This module re-exports every public name, so callers keep one import,

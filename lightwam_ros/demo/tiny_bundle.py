@@ -24,7 +24,7 @@ import torch
 
 from lightwam_ros.bundle.format import Bundle, Embodiment, expected_shapes, is_lora_key
 from lightwam_ros.bundle.safetensors_io import LazyTensor
-from lightwam_ros.inference.layouts import LAYOUTS
+from lightwam_ros.model.canvas_layout import LAYOUTS
 from lightwam_ros.model.config import MODEL_SIZES, ModelConfig
 
 log = logging.getLogger(__name__)

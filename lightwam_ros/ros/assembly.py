@@ -20,8 +20,6 @@ from lightwam_ros import config as cfgmod
 from lightwam_ros.config import PolicyConfig
 from lightwam_ros.control.controller import Clocks, Log, ModelInfo, PolicyController, Pool, Topics, inference_workers
 from lightwam_ros.control.latency_advice import startup_advice
-from lightwam_ros.model.dtypes import dtype_name
-from lightwam_ros.text.lookup import BundleInstructions
 from lightwam_ros.types import FrameSet
 
 
@@ -45,6 +43,8 @@ class LoadedPolicy:
         return canvas if canvas is not None else self.pipeline.last_canvas
 
     def model_info(self) -> ModelInfo:
+        from lightwam_ros.model.dtypes import dtype_name  # torch: loaded with the model, not on import
+
         p = self.pipeline
         return ModelInfo(backend=p.backend.name, device=str(p.device), dtype=dtype_name(p.backend.dtype), dt_ns=p.dt_ns)
 
@@ -115,6 +115,8 @@ def build_controller(loaded: LoadedPolicy, config: PolicyConfig, pool: Pool, clo
     requests are paced from the warm-up latency."""
     warm = loaded.warm_ms
     warm_ns = int(warm * 1e6) if warm == warm and warm > 0 else None  # not NaN
+    from lightwam_ros.text.lookup import BundleInstructions  # the text stack (torch): with a loaded model only
+
     instructions = BundleInstructions.of_pipeline(loaded.pipeline, loaded.text_encoder)
     return PolicyController(config, loaded.info, pool, instructions, clocks, log, name=name,
                             model=loaded.model_info(), topics=topics, warm_latency_ns=warm_ns)

@@ -40,7 +40,8 @@ from sensor_msgs.msg import Image
 
 from lightwam_ros.config import SyncConfig
 from lightwam_ros.control.sync import FrameSync
-from lightwam_ros.inference.layouts import LAYOUTS, Preprocessor, resize
+from lightwam_ros.inference.layouts import Preprocessor, resize
+from lightwam_ros.model.canvas_layout import LAYOUTS
 from lightwam_ros.ros.images import image_to_rgb, ns_to_time
 
 LAYOUT = LAYOUTS["robotwin_3cam"]

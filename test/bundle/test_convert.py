@@ -36,8 +36,9 @@ from lightwam_ros.bundle.convert import BackboneSpec, ConvertError, ConvertReque
 from lightwam_ros.bundle.format import Bundle
 from lightwam_ros.bundle.safetensors_io import read_safetensors_header
 from lightwam_ros.inference.backends.torch_backend import load_policy
-from lightwam_ros.inference.layouts import LAYOUTS, Preprocessor
+from lightwam_ros.inference.layouts import Preprocessor
 from lightwam_ros.inference.pipeline import PolicyPipeline
+from lightwam_ros.model.canvas_layout import LAYOUTS
 from lightwam_ros.model.config import MODEL_SIZES, ModelConfig
 from lightwam_ros.model.normalization import Normalizer
 from lightwam_ros.model.policy import LightWAMPolicy

@@ -19,7 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightwam_ros.inference.layouts import LAYOUTS, Cell, Layout, Preprocessor, canvas_to_uint8
+from lightwam_ros.inference.layouts import Preprocessor, canvas_to_uint8
+from lightwam_ros.model.canvas_layout import LAYOUTS, Cell, Layout
 
 pytestmark = pytest.mark.numeric
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightwam_ros.inference.layouts import LAYOUTS, Layout, Preprocessor, halve_uint8
+from lightwam_ros.inference.layouts import Preprocessor, halve_uint8
+from lightwam_ros.model.canvas_layout import LAYOUTS, Layout
 
 # The bounds below are rounding bounds, not measurements: IEEE add/multiply/divide round correctly on
 # every CPU, only the order of the float32 chain's sums may differ between kernels.

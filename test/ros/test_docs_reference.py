@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from lightwam_ros import config
-from lightwam_ros.config.docs_reference import REGENERATE, render_parameters_md
+from lightwam_ros.ros.docs_reference import REGENERATE, render_parameters_md
 from lightwam_ros.ros.launch_config import LAUNCH_ARGUMENTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
