@@ -229,13 +229,239 @@ def latency_summary(chunks: Sequence[ActionChunk]) -> dict:
     return {k: percentiles(v) for k, v in stages.items()}
 
 
+# --- executed motion and chunk seams ----------------------------------------------------------
+# Why these exist: with action chunking, what users feel first is the motion where one chunk hands
+# over to the next -- each chunk is smooth inside (the model predicts a coherent trajectory), but
+# two chunks come from two observations, and the switch can jump. Open-loop error does not see
+# that (it scores each chunk alone), so replay measures the executed command itself: the jump at
+# each handover against the ordinary step size inside a chunk, and the finite-difference
+# derivatives a joint controller and the arm's gearboxes feel. All functions take plain arrays
+# (one row per control tick) so they can be checked on hand-made sequences.
+#
+# Inputs, per control tick i (in time order):
+#   times_ns [N]     the tick's time
+#   commands [N, A]  the position command executed this tick; NaN rows where nothing was
+#                    commanded (a silent hold: the robot was not ours then)
+#   following [N]    the tick followed the policy (no hold)
+#   handover [N]     a newly accepted chunk was merged into the plan at this tick (the plan the
+#                    command came from switched to it)
+
+SEAM_LISTED = 5  # largest seams listed in the report
+
+
+def consecutive_ticks(times_ns: np.ndarray, period_ns: int) -> np.ndarray:
+    """ok[i]: tick i comes one control period after tick i - 1 (ok[0] is False). A difference
+    across a gap in the record (ticks missing while the node was inactive) is not a derivative
+    of anything the robot executed."""
+    t = np.asarray(times_ns, dtype=np.int64)
+    ok = np.zeros(len(t), bool)
+    if len(t) > 1:
+        ok[1:] = np.abs(np.diff(t) - int(period_ns)) * 2 < int(period_ns)
+    return ok
+
+
+def command_deltas(times_ns: np.ndarray, commands: np.ndarray, period_ns: int) -> np.ndarray:
+    """d[i] = commands[i] - commands[i - 1] per joint; NaN for the first tick, across gaps and
+    wherever either tick commanded nothing."""
+    c = np.asarray(commands, dtype=np.float64)
+    d = np.full(c.shape, np.nan)
+    if len(c) > 1:
+        d[1:] = c[1:] - c[:-1]
+        d[~consecutive_ticks(times_ns, period_ns)] = np.nan
+    return d
+
+
+def joint_percentiles(values: np.ndarray, qs: Sequence[int] = (50, 90, 99), digits: int = 6) -> dict:
+    """Per-joint percentiles (and max) of |values| [N, A] over its finite entries, for report.json:
+    {"count": finite rows, "p50": [A], ..., "max": [A]}; a joint with no finite value gets None."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    if v.ndim != 2:
+        raise ValueError(f"joint_percentiles needs [N, A], got {v.shape}")
+    finite = np.isfinite(v)
+    out: dict[str, Any] = {"count": int(finite.any(axis=1).sum())}
+    cols = [v[finite[:, a], a] for a in range(v.shape[1])]
+    for q in qs:
+        out[f"p{q}"] = [_list(np.percentile(x, q), digits) if x.size else None for x in cols]
+    out["max"] = [_list(x.max(), digits) if x.size else None for x in cols]
+    return out
+
+
+def seam_jumps(times_ns: np.ndarray, commands: np.ndarray, following: np.ndarray, handover: np.ndarray,
+               period_ns: int, names: Sequence[str], origin_ns: int = 0) -> dict:
+    """The command jump at chunk handovers vs the step inside a chunk, per joint.
+
+    A step |command[i] - command[i - 1]| is scored only when ticks i - 1 and i are consecutive and
+    both followed the policy: the step into a handover tick is a seam jump, every other such step
+    is a within-chunk step. A handover onto a tick after a hold (the plan ran dry, a stale input)
+    is counted (``after_hold``) but not scored as a seam: that jump starts from the hold position,
+    not from the previous chunk. ``ratio_p99`` = seam jump p99 / within-chunk step p99 per joint,
+    ~1 when handovers are as smooth as the chunks themselves; None where a joint never moved
+    within chunks (no scale to compare with) or there was no scored seam. ``largest`` lists the
+    SEAM_LISTED handovers with the largest jump relative to that scale (bag time from
+    ``origin_ns``)."""
+    following = np.asarray(following, bool)
+    handover = np.asarray(handover, bool)
+    d = np.abs(command_deltas(times_ns, commands, period_ns))
+    scored = np.zeros(len(d), bool)
+    if len(d) > 1:
+        scored[1:] = following[1:] & following[:-1]
+    scored &= np.isfinite(d).all(axis=1)
+    seam, within = d[scored & handover], d[scored & ~handover]
+    seam_p = joint_percentiles(seam, (50, 99))
+    within_p = joint_percentiles(within, (50, 99))
+    ratio = [None if s is None or w is None or w <= 0 else round(s / w, 3)
+             for s, w in zip(seam_p["p99"], within_p["p99"])]
+    worst = max((i for i, r in enumerate(ratio) if r is not None), key=lambda i: ratio[i], default=None)
+    scale = np.array([w if w is not None and w > 0 else np.nan for w in within_p["p99"]], dtype=np.float64)
+    largest = []
+    idx = np.flatnonzero(scored & handover)
+    if idx.size and np.isfinite(scale).any():
+        with np.errstate(invalid="ignore"):
+            rel = d[idx] / scale
+        rel = np.where(np.isfinite(rel), rel, -np.inf)
+        joint = rel.argmax(axis=1)
+        best = rel[np.arange(len(idx)), joint]
+        for k in np.argsort(-best, kind="stable")[:SEAM_LISTED]:
+            if not np.isfinite(best[k]):
+                break
+            i, a = int(idx[k]), int(joint[k])
+            largest.append({"bag_time_s": round((int(times_ns[i]) - origin_ns) / 1e9, 6), "joint": names[a],
+                            "jump": _list(d[i, a]), "relative_to_within_p99": round(float(best[k]), 3)})
+    return {
+        "joint_names": list(names),
+        "handovers": int(handover.sum()),
+        "scored": int(len(seam)),
+        "after_hold": int((handover & ~scored & following).sum()),
+        "seam_jump": seam_p,
+        "within_chunk_step": within_p,
+        "ratio_p99": ratio,
+        "worst": None if worst is None else {"joint": names[worst], "ratio_p99": ratio[worst]},
+        "largest": largest,
+    }
+
+
+def derivatives(times_ns: np.ndarray, commands: np.ndarray,
+                period_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward finite differences of the commands at the control period: velocity, acceleration
+    and jerk [N, A] (units/s, /s^2, /s^3); NaN where a difference would span a gap or a tick
+    without a command. Holds count (a hold is zero velocity, and the stop into it is real
+    acceleration the robot feels)."""
+    dt_s = int(period_ns) / 1e9
+    vel = command_deltas(times_ns, commands, period_ns) / dt_s
+    acc = np.full(vel.shape, np.nan)
+    jerk = np.full(vel.shape, np.nan)
+    if len(vel) > 1:  # NaN propagates: a gap breaks every difference that spans it
+        acc[1:] = (vel[1:] - vel[:-1]) / dt_s
+        jerk[1:] = (acc[1:] - acc[:-1]) / dt_s
+    return vel, acc, jerk
+
+
+def motion_percentiles(times_ns: np.ndarray, commands: np.ndarray, period_ns: int, names: Sequence[str]) -> dict:
+    """|velocity|, |acceleration| and |jerk| percentiles per joint of the executed commands."""
+    vel, acc, jerk = derivatives(times_ns, commands, period_ns)
+    return {"joint_names": list(names), "period_s": int(period_ns) / 1e9,
+            "velocity": {"unit": "units/s", **joint_percentiles(vel)},
+            "acceleration": {"unit": "units/s^2", **joint_percentiles(acc, digits=4)},
+            "jerk": {"unit": "units/s^3", **joint_percentiles(jerk, digits=3)}}
+
+
+def following_after(following: np.ndarray, first: int | None) -> dict:
+    """How many ticks from tick ``first`` (the first chunk's merge) on followed the policy. The
+    ticks before the first chunk hold by design (nothing to follow yet), so they would only
+    measure how long the first inference took."""
+    f = np.asarray(following, bool)
+    if first is None or first >= len(f):
+        return {"ticks": 0, "following": 0, "fraction": None}
+    n, k = len(f) - first, int(f[first:].sum())
+    return {"ticks": int(n), "following": k, "fraction": round(k / n, 4)}
+
+
+def first_execution_ages_ms(times_ns: np.ndarray, following: np.ndarray, commanded: np.ndarray,
+                            merge_ticks: Sequence[int], stamps_ns: Sequence[int]) -> np.ndarray:
+    """Per merged chunk (in merge order): observation stamp to the first tick that executed its
+    plan (the first tick from its merge, before the next chunk's merge, that followed the policy
+    with a command), in ms; NaN for a chunk never executed (replaced at the same tick, or held
+    throughout). How old the world a command comes from is when it starts moving the robot: the
+    inference latency plus the wait for the next control tick plus any hold."""
+    t = np.asarray(times_ns, dtype=np.int64)
+    ok = np.asarray(following, bool) & np.asarray(commanded, bool)
+    m = [int(i) for i in merge_ticks]
+    out = np.full(len(m), np.nan)
+    for c, (i, stamp) in enumerate(zip(m, stamps_ns)):
+        end = m[c + 1] if c + 1 < len(m) else len(t)
+        hit = np.flatnonzero(ok[i:end])
+        if hit.size:
+            out[c] = (int(t[i + hit[0]]) - int(stamp)) / 1e6
+    return out
+
+
+def motion_report(times_ns: np.ndarray, commands: np.ndarray, following: np.ndarray,
+                  merge_ticks: Sequence[int], merge_stamps_ns: Sequence[int], period_ns: int,
+                  names: Sequence[str], origin_ns: int = 0) -> dict:
+    """report.json's ``motion``: seams, derivatives, following share and first-execution age.
+
+    ``merge_ticks`` / ``merge_stamps_ns``: per accepted chunk (in merge order) the index of the tick
+    that merged it and its observation stamp. The first merge starts the plan (not a handover);
+    each later merge tick is a handover (several chunks merged at one tick: one handover)."""
+    t = np.asarray(times_ns, dtype=np.int64)
+    c = np.asarray(commands, dtype=np.float64).reshape(len(t), len(names))
+    f = np.asarray(following, bool)
+    m = [int(i) for i in merge_ticks]
+    handover = np.zeros(len(t), bool)
+    handover[[i for i in m[1:] if 0 <= i < len(t) and i != m[0]]] = True
+    ages = first_execution_ages_ms(t, f, np.isfinite(c).all(axis=1), m, merge_stamps_ns)
+    return {
+        "available": True,
+        "ticks": int(len(t)),
+        "chunks_merged": len(m),
+        "seams": seam_jumps(t, c, f, handover, period_ns, names, origin_ns),
+        "executed": motion_percentiles(t, c, period_ns, names),
+        "following_after_first_chunk": following_after(f, m[0] if m else None),
+        "observation_to_first_execution_ms": {**percentiles(ages[np.isfinite(ages)]),
+                                              "never_executed": int(np.isnan(ages).sum())},
+        "handover_bag_times_s": [round((int(t[i]) - origin_ns) / 1e9, 6) for i in np.flatnonzero(handover)],
+    }
+
+
+def _worst(block: dict, key: str, names: Sequence[str]) -> str:
+    vals = [(v, n) for v, n in zip(block.get(key) or [], names) if v is not None]
+    if not vals:
+        return "n/a"
+    v, n = max(vals)
+    return f"{v:.4g} ({n})"
+
+
+def motion_summary_lines(motion: Mapping[str, Any]) -> list[str]:
+    """The printed-summary lines for report.json's ``motion`` (the worst joint of each figure)."""
+    if not motion.get("available"):
+        return [f"motion and chunk seams: not available ({motion.get('reason')})"]
+    s, e = motion["seams"], motion["executed"]
+    names = s["joint_names"]
+    fol, age = motion["following_after_first_chunk"], motion["observation_to_first_execution_ms"]
+    worst = s["worst"]
+    ratio = f"{worst['ratio_p99']:.2f} ({worst['joint']})" if worst else "n/a"
+    lines = [f"chunk seams: {s['handovers']} handovers ({s['scored']} between following ticks, "
+             f"{s['after_hold']} after a hold); seam jump p99 / within-chunk step p99: worst {ratio}"]
+    frac = fol["fraction"]
+    lines.append("following the policy after the first chunk: "
+                 + (f"{fol['following']} of {fol['ticks']} ticks ({100 * frac:.1f} %)" if frac is not None else "n/a")
+                 + (f"; observation to first executed step p50 {age['p50']} ms, p99 {age['p99']} ms"
+                    if age.get("count") else ""))
+    lines.append("executed command p99 (worst joint): "
+                 + ", ".join(f"|{k}| {_worst(e[k], 'p99', names)} {e[k]['unit']}"
+                             for k in ("velocity", "acceleration", "jerk")))
+    return lines
+
+
 # --- plot ------------------------------------------------------------------------------------
 def plot_replay(path: str | Path, names: Sequence[str], chunks: Sequence[ActionChunk],
                 track: ReferenceTrack | None = None,
                 commands: tuple[np.ndarray, np.ndarray] | None = None,
-                origin_ns: int | None = None, title: str = "") -> Path:
+                origin_ns: int | None = None, title: str = "",
+                handovers_ns: Sequence[int] = ()) -> Path:
     """PNG: per action dim, the recorded track (black), every predicted chunk's executable steps
-    (thin coloured segments starting at the observation) and the executed commands (dashed).
+    (thin coloured segments starting at the observation), the executed commands (dashed) and the
+    chunk handovers (thin grey vertical lines: where a jump in the command is a seam).
 
     ``commands``: (times_ns [N], positions [N, A]) of what the scheduler + safety filter output.
     """
@@ -266,6 +492,9 @@ def plot_replay(path: str | Path, names: Sequence[str], chunks: Sequence[ActionC
         if commands is not None and len(commands[0]):
             ax.plot((commands[0] - t0) / 1e9, commands[1][:, a], ls="--", color="tab:red", lw=0.8,
                     label="executed command")
+        if len(handovers_ns):
+            ax.vlines((np.asarray(handovers_ns, dtype=np.int64) - t0) / 1e9, 0, 1, transform=ax.get_xaxis_transform(),
+                      colors="0.55", lw=0.5, alpha=0.6, label="chunk handover")
         ax.set_ylabel(name, fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes[-1]:

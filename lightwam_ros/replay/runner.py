@@ -16,8 +16,9 @@ OUT/outputs (MCAP):
   with use_sim_time, exactly as `ros2 bag play --clock` would feed a robot's node.
 
 OUT/report.json says what happened (frame sets formed / used / dropped and why, holds, chunks,
-latency percentiles, open-loop error against the recorded joint states or commands) and
-OUT/plot.png shows predicted chunks against the recording.
+latency percentiles, open-loop error against the recorded joint states or commands and, offline,
+the executed motion and chunk seams) and OUT/plot.png shows predicted chunks against the recording
+(offline: with the chunk handovers marked).
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from lightwam_ros.replay.metrics import (
     command_track,
     json_safe,
     latency_summary,
+    motion_report,
     open_loop_error,
     percentiles,
     plot_replay,
     reference_track,
 )
-from lightwam_ros.replay.offline import run_offline
+from lightwam_ros.replay.offline import chunk_merges, run_offline
 from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
 from lightwam_ros.replay.streams import (
     InputTopics,
@@ -157,6 +159,35 @@ def _reference(options: ReplayOptions, cfg: PolicyConfig, info: BagInfo, inputs:
     return track, None
 
 
+def motion(options: ReplayOptions, cfg: PolicyConfig, extras: dict[str, Any], origin_ns: int) -> dict[str, Any]:
+    """report.json's ``motion`` (metrics.motion_report) from the offline tick and inference records,
+    or ``available: false`` and why.
+
+    The executed command of a tick is the safety filter's last command after it (what the node
+    commanded for that instant: the forward value, or for a trajectory controller the point of the
+    plan it is executing -- a JointTrajectory is only published when the plan changes); a tick
+    that commanded nothing (a silent hold) has none."""
+    if options.mode is not ReplayMode.OFFLINE:
+        return {"available": False, "reason": "live replay sees only what the node published over DDS, not its "
+                "per-tick commands, holds and chunk merges; run --mode offline on the same bag"}
+    if not cfg.output.holds_by_repeating:
+        return {"available": False, "reason": "output.action_space is delta: the commands are increments, "
+                "not positions, so their differences are not the joints' motion"}
+    ticks = extras.get("ticks") or []
+    if not ticks:
+        return {"available": False, "reason": "no control ticks in the replay window"}
+    names = cfg.output.joint_names
+    merges, source = chunk_merges(extras.get("requests") or [], ticks, cfg)
+    nan = np.full(len(names), np.nan)
+    commands = np.stack([nan if tk.last_commanded is None else np.asarray(tk.last_commanded, dtype=np.float64)
+                         for tk in ticks])
+    report = motion_report(np.asarray([tk.t_ns for tk in ticks], dtype=np.int64), commands,
+                           np.asarray([tk.hold is None for tk in ticks]), [i for i, _ in merges],
+                           [s for _, s in merges], cfg.control_period_ns, names, origin_ns)
+    report["merges_from"] = source
+    return report
+
+
 def finish_report(options: ReplayOptions, cfg: PolicyConfig, info: BagInfo, inputs: InputTopics,
                   topics: OutputTopics, start_ns: int, stop_ns: int, mode_report: dict[str, Any],
                   extras: dict[str, Any]) -> ReplayResult:
@@ -200,10 +231,12 @@ def finish_report(options: ReplayOptions, cfg: PolicyConfig, info: BagInfo, inpu
     else:
         report["open_loop_error"] = {"available": False,
                                      "reason": why or "no chunks were published"}
+    report["motion"] = motion(options, cfg, extras, info.start_ns)
+    handovers = [info.start_ns + round(1e9 * t) for t in report["motion"].get("handover_bag_times_s", [])]
     plot_path = None
     if options.plot:
         plot_path = plot_replay(options.out / PLOT, cfg.output.joint_names, chunks, track, commands,
-                                origin_ns=info.start_ns,
+                                origin_ns=info.start_ns, handovers_ns=handovers,
                                 title=f"{options.bag.name}: {options.mode.value} replay, {len(chunks)} chunks")
         report["plot"] = str(plot_path)
     report_path = options.out / REPORT

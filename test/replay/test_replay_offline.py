@@ -300,3 +300,32 @@ def test_open_loop_reference_can_be_a_recorded_command_topic(tmp_path, tiny_bund
     assert e_cmd["chunks_scored"] == e_state["chunks_scored"] >= 2
     # same trajectory sampled at 100 vs 200 Hz: linear interpolation differs by < 1e-3 rad
     np.testing.assert_allclose(e_cmd["mae_per_joint"], e_state["mae_per_joint"], rtol=0, atol=1e-3)
+
+
+def test_motion_report_marks_every_chunk_handover(tmp_path, tiny_bundle):
+    """report.json's motion: the merges derived from the inference records are the ticks where the
+    node's plan changed. With the demo profile's trajectory output, a tick that follows a following
+    tick publishes a JointTrajectory exactly when a new chunk was merged, which checks the
+    derivation against the node's own decision."""
+    from lightwam_ros.replay.offline import chunk_merges
+    from lightwam_ros.replay.runner import node_plan
+
+    spec = small_spec(seconds=1.5)
+    write_synthetic_bag(spec, tmp_path / "bag")
+    result = replay(tmp_path / "bag", tiny_bundle, tmp_path / "out", latency_ms=60.0)
+    _, cfg = node_plan(ReplayOptions(bag=tmp_path / "bag", profile="demo", bundle=str(tiny_bundle),
+                                     out=tmp_path / "unused"))
+    merges, source = chunk_merges(result.requests, result.ticks, cfg)
+    merged = {i for i, _ in merges}
+    ticks = result.ticks
+    pairs = [i for i in range(1, len(ticks)) if ticks[i].hold is None and ticks[i - 1].hold is None]
+    assert pairs and len(merged) >= 3
+    assert [i for i in pairs if ticks[i].command is not None] == [i for i in pairs if i in merged]
+    m = json.loads(result.report_path.read_text())["motion"]
+    assert m["available"] and m["merges_from"] == source == "requests"
+    assert m["chunks_merged"] == len(merges) and m["seams"]["handovers"] == len(merged) - 1
+    assert m["seams"]["scored"] >= 1 and m["seams"]["ratio_p99"][0] is not None
+    assert len(m["handover_bag_times_s"]) == m["seams"]["handovers"]
+    assert m["observation_to_first_execution_ms"]["p50"] >= 60.0
+    assert 0 < m["following_after_first_chunk"]["fraction"] <= 1
+    assert len(m["executed"]["jerk"]["p99"]) == len(cfg.output.joint_names)
