@@ -174,6 +174,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "naming the cap used), up to 4 on CUDA eager / ONNX CUDA, where overlapping requests keep the "
               "plan alive when inference takes more than half a chunk",
               range=(1, 4)),
+    ParamSpec("chunk.refusal_backoff_max", _D, 5.0, "after consecutive refused chunks, wait before the next "
+              "inference request: none after the first refusal, then one chunk period (usable steps x dt), "
+              "doubling up to this [s] (0 = no back-off: ask again at once); an accepted chunk ends it; it "
+              "never delays the first request after activation, resume, a clock reset or a change of a "
+              "safety.* or chunk.* parameter",
+              range=(0.0, 3600.0), runtime=True),
+    ParamSpec("chunk.refusal_error_count", _I, 3, "consecutive refused chunks after which the control "
+              "status is ERROR (the model's output is persistently refused); fewer are WARN",
+              range=(1, 1000000), runtime=True),
     ParamSpec("output.mode", _S, "joint_trajectory", "output adapter",
               choices=tuple(m.value for m in OutputMode)),
     ParamSpec("output.topic", _S, "joint_trajectory", "JTC topic or forward controller commands topic"),

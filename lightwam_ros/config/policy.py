@@ -160,6 +160,10 @@ class ChunkConfig:
     execute_steps: int = 0  # 0 = the chunk's trained_steps
     latency_margin: float = 0.5
     max_inflight: int = 2  # overlapping inference requests (1 = one at a time)
+    # After consecutive refused chunks the controller waits before asking again (doubling from one
+    # chunk period up to this; 0 = never waits), so a bad model is not run back to back forever.
+    refusal_backoff_max_ns: int = 5_000_000_000
+    refusal_error_count: int = 3  # consecutive refusals that make the control status ERROR
 
     def __post_init__(self) -> None:
         if self.blend_steps < 0:
@@ -170,6 +174,10 @@ class ChunkConfig:
             raise ConfigError("chunk.latency_margin", f"must be >= 0, got {self.latency_margin}")
         if not 1 <= self.max_inflight <= 4:
             raise ConfigError("chunk.max_inflight", f"must be in [1, 4], got {self.max_inflight}")
+        if self.refusal_backoff_max_ns < 0:
+            raise ConfigError("chunk.refusal_backoff_max", f"must be >= 0 s, got {self.refusal_backoff_max_ns / 1e9} s")
+        if self.refusal_error_count < 1:
+            raise ConfigError("chunk.refusal_error_count", f"must be >= 1, got {self.refusal_error_count}")
 
     def steps_limit(self, trained_steps: int) -> int:
         """Steps of a chunk that may run: execute_steps, but never more than trained_steps."""
@@ -342,7 +350,8 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
                            _s_to_ns(p["joints.future_tolerance"])),
         instruction=InstructionConfig(p["instruction.topic"], p["instruction.default"]),
         chunk=ChunkConfig(MergeMode(p["chunk.merge"]), p["chunk.blend_steps"], p["chunk.execute_steps"],
-                          p["chunk.latency_margin"], p["chunk.max_inflight"]),
+                          p["chunk.latency_margin"], p["chunk.max_inflight"],
+                          _s_to_ns(p["chunk.refusal_backoff_max"]), p["chunk.refusal_error_count"]),
         output=OutputConfig(OutputMode(p["output.mode"]), p["output.topic"],
                             tuple(p["output.joint_names"]) or joint_names, p["output.send_velocities"],
                             p["output.trajectory_steps"], ActionSpace(p["output.action_space"]),

@@ -23,6 +23,10 @@ Events (all on one thread -- the node's executor -- so nothing here needs a lock
 - ``activate()``, ``deactivate() -> Command | None``, ``pause()``, ``resume()``,
   ``reconfigure(config) -> Command | None``: lifecycle, services and runtime parameters;
 - ``diagnostics() -> (statuses, now_ns)``.
+Refused chunks and failed inferences are counted (``RepeatedFault``): logged once, then at most one
+line per REPEAT_LOG_PERIOD_S with the count; after refusals in a row the next request waits
+(``backoff_ns``, chunk.refusal_backoff_max) and from chunk.refusal_error_count in a row the control
+status is ERROR naming what to check; an accepted chunk ends all of it at once.
 Commands are ``ForwardCommand`` (one position/delta vector) or ``TrajectoryCommand`` (points
 ``dt_ns`` apart, the first one ``dt_ns`` after arrival).
 """
@@ -48,6 +52,12 @@ from lightwam_ros.types import ActionChunk, FrameSet
 THROTTLE_S = 2.0  # min seconds between repeats of one error message (bad frames, unknown joints)
 INSTRUCTION_ERROR_THROTTLE_S = 10.0  # the unusable-instruction error, repeated from the tick
 TICK_WINDOW = 500  # control-tick periods kept for the jitter figures in diagnostics (10 s at 50 Hz)
+# Repeated refused chunks / failed inferences: the first is logged at once, then at most one line per
+# period with the count. Not a parameter: diagnostics carry the live count every publish, so the log
+# only has to show that it started and that it goes on; 30 s keeps an hour of a broken model to 120
+# lines whatever the chunk rate. The reasons name values that differ per chunk, so a logger that
+# throttles by message text (control/logs.py) or a wall-clock throttle would not bound them.
+REPEAT_LOG_PERIOD_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +148,51 @@ class TickResult:
     chunks: list[FinishedChunk] = field(default_factory=list)
 
 
+class RepeatedFault:
+    """One kind of repeated failure (refused chunks, failed inferences): how many in a row, and
+    when to say so in the log.
+
+    Why counted here and not throttled by the logger: each reason names the values of its chunk, so
+    every line differs and a text-keyed throttle lets all of them through (79 ERROR lines in 14
+    minutes of replay with a random-weight bundle), and rclpy throttles on the wall clock while the
+    controller runs on the node clock (a replay runs faster). Here the first failure is said at
+    once and later ones are counted into at most one line per ``period_ns`` of the node clock: "x17
+    in the last 30.0 s: <last reason>". ``consecutive`` ends with a success (``clear``); the line
+    timing does not, so a model flapping between good and bad chunks is bounded too."""
+
+    def __init__(self, what: str, period_ns: int) -> None:
+        self.what = what
+        self.period_ns = period_ns
+        self.consecutive = 0  # failures since the last success
+        self.reason = ""  # of the last failure
+        self._unsaid = 0  # failures not yet in a log line
+        self._line_ns: int | None = None  # node-clock time of the last line
+
+    def record(self, reason: str) -> None:
+        """Count one failure (``due`` says whether to log it now)."""
+        self.consecutive += 1
+        self.reason = reason
+        self._unsaid += 1
+
+    def due(self, now_ns: int) -> str | None:
+        """The line for the failures not yet said, once a period has passed since the last line
+        (always after a clock jump back: a negative interval says nothing about time passed)."""
+        if not self._unsaid:
+            return None
+        last = self._line_ns
+        if last is not None and 0 <= now_ns - last < self.period_ns:
+            return None
+        count = f" (x{self._unsaid} in the last {(now_ns - last) / 1e9:.1f} s)" if last is not None and \
+            self._unsaid > 1 and now_ns >= last else ""
+        self._unsaid, self._line_ns = 0, now_ns
+        return f"{self.what}{count}: {self.reason}"
+
+    def clear(self) -> int:
+        """A success: returns how many failed in a row before it."""
+        run, self.consecutive = self.consecutive, 0
+        return run
+
+
 def inference_workers(max_inflight: int, max_concurrency: int) -> int:
     """Worker threads to run: chunk.max_inflight, capped by how many predict() calls the backend
     overlaps usefully (1 on the CPU, with CUDA graphs and torch.compile)."""
@@ -181,6 +236,10 @@ class PolicyController:
         self.tick_periods_ns: list[int] = []  # recent tick-to-tick periods on the monotonic clock
         self._last_tick_mono: int | None = None
         self._last_tick_now: int | None = None  # node-clock time of the previous tick
+        period = int(REPEAT_LOG_PERIOD_S * 1e9)
+        self.refusals = RepeatedFault("chunk refused", period)
+        self.failures = RepeatedFault("inference failed", period)
+        self._retry_at_ns: int | None = None  # no inference request before this (refusal back-off)
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -204,6 +263,8 @@ class PolicyController:
         if new.dry_run and not self.config.dry_run and self.following:
             command = self._hold_command(HoldReason.DRY_RUN)
             self.following = False
+        if new.safety != self.config.safety or new.chunk != self.config.chunk:
+            self._retry_at_ns = None  # new limits or back-off: let the next frame set show whether they help
         self.config = new
         self.sync.reconfigure(new.sync)
         self.scheduler.reconfigure(self._chunk_config(new))
@@ -224,6 +285,7 @@ class PolicyController:
         self.safety.reset()
         self.active, self.paused, self.following = True, False, False
         self._last_tick_now = None
+        self._retry_at_ns = None  # the first request after activation is never delayed
 
     def deactivate(self, reason: HoldReason = HoldReason.INACTIVE) -> Command | None:
         """Stop; a node that was following sends one last hold (the executor stops where it was
@@ -244,6 +306,7 @@ class PolicyController:
         if self.paused:
             self.paused = False
             self.scheduler.reset()  # the plan from before the pause is stale: wait for a fresh chunk
+            self._retry_at_ns = None  # and ask for it at once, whatever the refusal back-off was
         return True, "resumed: following the policy from a fresh chunk"
 
     def close(self, timeout_s: float) -> bool:
@@ -278,6 +341,8 @@ class PolicyController:
         """Hand the newest fresh frame set to a free worker when the scheduler needs the next chunk."""
         if not self.active or self.paused or self.latest_set is None or self.pool.busy:
             return
+        if self._retry_at_ns is not None and now < self._retry_at_ns:
+            return  # backing off after refused chunks (the robot holds chunk_refused meanwhile)
         frames = self.latest_set
         if not self.scheduler.wants_inference(now, obs_stamp_ns=frames.stamp_ns):
             return
@@ -319,8 +384,12 @@ class PolicyController:
         if result.chunk is None:
             self.scheduler.inference_failed(ticket)
             self.last_error = result.error or "inference failed"
-            self.log.error(f"inference failed: {self.last_error}; holding", throttle_duration_sec=THROTTLE_S)
+            self.failures.record(self.last_error)
+            line = self.failures.due(now)
+            if line:
+                self.log.error(f"{line}; holding")
             return False
+        self.failures.clear()
         chunk = result.chunk
         outcome = self.scheduler.on_chunk(chunk, now, ticket, check=self.safety.check_chunk)
         self.chunks_published += 1
@@ -330,12 +399,66 @@ class PolicyController:
             return False
         if outcome is ChunkOutcome.REFUSED:
             self.last_error = self.scheduler.last_refusal or "chunk refused"
-            self.log.error(f"chunk refused: {self.last_error}; holding", throttle_duration_sec=THROTTLE_S)
+            self.refusals.record(self.last_error)
+            self._back_off(now)
+            self._log_refusals(now)
             return False
-        if outcome is not ChunkOutcome.ACCEPTED:
+        if outcome is ChunkOutcome.ACCEPTED:
+            self._refusals_over()
+        else:
             self.log.warning(f"chunk {outcome.value} (observation {(now - chunk.stamp_ns) / 1e6:.0f} ms old)",
                              throttle_duration_sec=THROTTLE_S)
         return outcome is ChunkOutcome.ACCEPTED
+
+    # -- refused chunks: back-off and recovery -------------------------------------------------------
+
+    def backoff_ns(self, consecutive: int) -> int:
+        """The wait before the next request after ``consecutive`` refused chunks in a row: none
+        after the first (one bad chunk may be a glitch: ask again at once), then one chunk period
+        (the usable steps x dt: what one chunk would have run), doubling, up to
+        chunk.refusal_backoff_max (0: never wait).
+
+        Why back off at all: a model whose every output is refused would otherwise be run back to
+        back for as long as the node is up -- the GPU busy, a request at every chance -- while the
+        robot holds anyway. Why not stop asking: the refusal may be fixed without a restart
+        (a runtime change of the limits, or inputs that made the model diverge going back to
+        normal), and one request per back-off period notices that."""
+        limit = self.config.chunk.refusal_backoff_max_ns
+        if consecutive < 2 or limit <= 0:
+            return 0
+        period = self.steps * (self.scheduler.dt_ns or self.model.dt_ns)
+        return min(limit, period << min(consecutive - 2, 62))
+
+    def _back_off(self, now: int) -> None:
+        wait = self.backoff_ns(self.refusals.consecutive)
+        self._retry_at_ns = now + wait if wait > 0 else None
+
+    def _log_refusals(self, now: int) -> None:
+        """The refusal line, if one is due (RepeatedFault): with the back-off still to wait."""
+        line = self.refusals.due(now)
+        if not line:
+            return
+        wait = 0 if self._retry_at_ns is None else self._retry_at_ns - now
+        self.log.error(f"{line}; holding" + (f", next inference request in {wait / 1e9:.2f} s "
+                                             f"({self.refusals.consecutive} refused in a row)" if wait > 0 else ""))
+
+    def _refusals_over(self) -> None:
+        """An accepted chunk: the back-off, the count and the escalated status end at once."""
+        run = self.refusals.clear()
+        self._retry_at_ns = None
+        if run >= self.config.chunk.refusal_error_count:  # the status was ERROR: say that it is over
+            self.log.info(f"chunk accepted after {run} refused in a row; following the policy again")
+
+    def _refusal_fault(self) -> str | None:
+        """The control status' ERROR message once chunk.refusal_error_count chunks in a row were
+        refused (before that a refused chunk holds at WARN: the next one may be fine)."""
+        run = self.refusals.consecutive
+        if run < self.config.chunk.refusal_error_count:
+            return None
+        return (f"model output persistently refused: {run} chunks in a row (last: {self.refusals.reason}); "
+                "check safety.position_min/max in the profile against the bundle's action range "
+                "(embodiment.normalization.action in its manifest), the normalization statistics and "
+                "the joint order (joints.names / output.joint_names against the bundle's)")
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -373,6 +496,10 @@ class PolicyController:
         self.following = followed
         self._maybe_request_inference(now)
         self._last_tick_now = now
+        self._log_refusals(now)  # failures counted since the last line, once a period has passed
+        line = self.failures.due(now)
+        if line:
+            self.log.error(f"{line}; holding")
         return TickResult(hold=reason, command=command, chunks=finished)
 
     def _on_clock_jump(self, now: int) -> None:
@@ -387,6 +514,7 @@ class PolicyController:
         self.latest_set = None
         self.joints.clear()
         self._last_tick_now = None
+        self._retry_at_ns = None  # a deadline on the old timeline: the first request is never delayed
 
     @property
     def _has_output(self) -> bool:
@@ -483,6 +611,10 @@ class PolicyController:
                           "tick_period_ms.max": float(periods.max())})
         if self.last_error:
             extra["last_error"] = self.last_error
+        extra["refusals.consecutive"] = self.refusals.consecutive
+        if self._retry_at_ns is not None and self._retry_at_ns > now:
+            extra["refusals.next_request_in_s"] = (self._retry_at_ns - now) / 1e9
+        extra["inference_failures.consecutive"] = self.failures.consecutive
         extra.update(self.instruction.diagnostics())
         inp = DiagnosticsInput(
             sync=self.sync.stats(), dead_cameras=self.sync.dead_cameras(now), silence_ns=self.sync.silence_ns(now),
@@ -491,5 +623,5 @@ class PolicyController:
             dtype=self.model.dtype, expected_latency_ns=latency, keeps_up=keeps_up,
             state_age_ns=self.joints.age_ns(now), instruction=clipped(self.instruction.current) or None,
             extra=extra, chunk_steps=self.steps, dt_ns=sched.dt_ns or self.model.dt_ns,
-            max_inflight=sched.config.max_inflight)
+            max_inflight=sched.config.max_inflight, fault=self._refusal_fault() if self.active else None)
         return self.diagnostics_aggregator.statuses(now, inp), now

@@ -18,7 +18,9 @@ Four statuses, named "<node>: cameras | sync | inference | control", so a robot_
   latency makes a gapless command impossible (ChunkScheduler.keeps_up) or chunks expire, saying
   what to change (latency_advice: with the chunk geometry it names the numbers, e.g. "inference
   515 ms > 460 ms usable in a 24-step chunk (480 ms at 50 Hz): every chunk will expire ...").
-- control: hold reason, queue depth (plan steps ahead), safety counters; level by HOLD_LEVELS.
+- control: hold reason, queue depth (plan steps ahead), safety counters; level by HOLD_LEVELS, or
+  ERROR with the controller's message when it reports a persistent fault (``DiagnosticsInput.fault``:
+  e.g. chunk.refusal_error_count refused chunks in a row).
 Rates are differences of cumulative counters between two ``statuses`` calls, so nothing is counted
 twice and the aggregator needs no callbacks on the hot path.
 """
@@ -46,7 +48,9 @@ class Level(IntEnum):
     STALE = 3
 
 
-# Intentional holds are OK; waiting on something is WARN; a broken input or model is ERROR.
+# Intentional holds are OK; waiting on something is WARN; a broken input or model is ERROR. A refused
+# chunk is WARN: the controller asks again and one bad chunk may be a glitch; when refusals persist it
+# reports a fault (DiagnosticsInput.fault) and the status is ERROR, saying what to check.
 HOLD_LEVELS: dict[HoldReason | None, Level] = {
     None: Level.OK,
     HoldReason.INACTIVE: Level.OK,
@@ -57,7 +61,7 @@ HOLD_LEVELS: dict[HoldReason | None, Level] = {
     HoldReason.NO_INSTRUCTION: Level.WARN,
     HoldReason.STALE_STATE: Level.ERROR,
     HoldReason.STALE_CAMERAS: Level.ERROR,
-    HoldReason.CHUNK_REFUSED: Level.ERROR,
+    HoldReason.CHUNK_REFUSED: Level.WARN,
 }
 # EVICTED and EXPIRED are routine (unmatched frames of a faster camera leave one way or the other).
 _PROBLEM_DROPS = (DropReason.FUTURE, DropReason.BACKWARDS, DropReason.DUPLICATE, DropReason.STALE,
@@ -113,6 +117,9 @@ class DiagnosticsInput:
     state_age_ns: int | None = None  # now - last joint state stamp
     instruction: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # added to the control status values
+    # A fault the controller judged persistent (the model's output refused chunk.refusal_error_count
+    # times in a row): the control status is ERROR with this message, whatever the hold's level.
+    fault: str | None = None
 
 
 class Diagnostics:
@@ -203,8 +210,11 @@ class Diagnostics:
             ctl_values["instruction"] = inp.instruction
         ctl_values.update({f"safety.{k}": v for k, v in inp.safety.items()})
         ctl_values.update(inp.extra)
-        control = status(f"{n}: control", HOLD_LEVELS[inp.hold],
-                         "following the policy" if inp.hold is None else f"holding: {inp.hold.value}", ctl_values)
+        ctl_msg = "following the policy" if inp.hold is None else f"holding: {inp.hold.value}"
+        if inp.fault:
+            control = status(f"{n}: control", Level.ERROR, f"{ctl_msg}; {inp.fault}", ctl_values)
+        else:
+            control = status(f"{n}: control", HOLD_LEVELS[inp.hold], ctl_msg, ctl_values)
         return [cams, sync, inference, control]
 
 

@@ -59,7 +59,8 @@ PARAMETER_TABLE = [
     ("joints.names", "STRING_ARRAY", None), ("joints.max_age", "DOUBLE", 0.25),
     ("instruction.topic", "STRING", "instruction"), ("instruction.default", "STRING", ""),
     ("chunk.merge", "STRING", "blend"), ("chunk.blend_steps", "INTEGER", 4), ("chunk.execute_steps", "INTEGER", 0),
-    ("chunk.latency_margin", "DOUBLE", 0.5), ("output.mode", "STRING", "joint_trajectory"),
+    ("chunk.latency_margin", "DOUBLE", 0.5), ("chunk.refusal_backoff_max", "DOUBLE", 5.0),
+    ("chunk.refusal_error_count", "INTEGER", 3), ("output.mode", "STRING", "joint_trajectory"),
     ("output.topic", "STRING", "joint_trajectory"), ("output.joint_names", "STRING_ARRAY", []),
     ("output.send_velocities", "BOOL", False), ("output.trajectory_steps", "INTEGER", 0),
     ("safety.position_min", "DOUBLE_ARRAY", None), ("safety.position_max", "DOUBLE_ARRAY", None),
@@ -87,6 +88,19 @@ def test_only_documented_extra_parameter():
 def test_max_inflight_parameter():
     spec = C.SPECS["chunk.max_inflight"]
     assert spec.type.name == "INTEGER" and spec.default == 2 and spec.range == (1, 4) and not spec.runtime
+
+
+def test_refusal_parameters():
+    """The refused-chunk back-off and escalation: runtime, in ns on the config, bounded."""
+    assert cfg().chunk.refusal_backoff_max_ns == 5 * 10**9 and cfg().chunk.refusal_error_count == 3
+    c = cfg(**{"chunk.refusal_backoff_max": 0.0, "chunk.refusal_error_count": 1})
+    assert c.chunk.refusal_backoff_max_ns == 0 and c.chunk.refusal_error_count == 1
+    for name in ("chunk.refusal_backoff_max", "chunk.refusal_error_count"):
+        assert C.SPECS[name].runtime
+    raises("chunk.refusal_backoff_max", cfg, **{"chunk.refusal_backoff_max": -1.0})
+    raises("chunk.refusal_error_count", cfg, **{"chunk.refusal_error_count": 0})
+    raises("chunk.refusal_backoff_max", C.ChunkConfig, refusal_backoff_max_ns=-1)
+    raises("chunk.refusal_error_count", C.ChunkConfig, refusal_error_count=0)
 
 
 def test_realtime_parameters():

@@ -10,6 +10,7 @@ themselves, fast enough for `make test-unit`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ import pytest
 from lightwam_ros import config as cfgmod
 from lightwam_ros.config import MAX_INSTRUCTION_CHARS, MAX_JOINT_NAMES
 from lightwam_ros.control.controller import (
+    REPEAT_LOG_PERIOD_S,
     Clocks,
     ForwardCommand,
     ModelInfo,
@@ -27,6 +29,7 @@ from lightwam_ros.control.controller import (
     Topics,
     TrajectoryCommand,
 )
+from lightwam_ros.control.diagnostics import Level
 from lightwam_ros.control.instruction import InstructionGate
 from lightwam_ros.control.joint_input import JOINT_INDEX_CACHE, JointStateInput
 from lightwam_ros.control.logs import ThrottledLogger
@@ -67,8 +70,9 @@ class StubPool:
     """Finishes each request ``latency`` after its submit; the chunk is the joint state plus a
     small ramp, so where the robot is told to go is known exactly."""
 
-    def __init__(self, clock: Clock, latency_ns: int = 40 * MS, dims: int = 14, nan: bool = False) -> None:
-        self.clock, self.latency_ns, self.dims, self.nan = clock, latency_ns, dims, nan
+    def __init__(self, clock: Clock, latency_ns: int = 40 * MS, dims: int = 14, nan: bool = False,
+                 fail: bool = False) -> None:
+        self.clock, self.latency_ns, self.dims, self.nan, self.fail = clock, latency_ns, dims, nan, fail
         self.pending: list[Result] = []
         self.requests: list[FrameSet] = []
 
@@ -80,6 +84,10 @@ class StubPool:
 
     def submit(self, ticket: Any, request: FrameSet) -> bool:
         self.requests.append(request)
+        if self.fail:  # the pipeline raised: no chunk, the error by name
+            self.pending.append(Result(ticket, request, None, f"boom {len(self.requests)}",
+                                       self.clock.now + self.latency_ns))
+            return True
         ramp = 0.001 * np.arange(32)[:, None] * np.ones((1, self.dims))
         actions = np.asarray(request.state, dtype=np.float64)[None, : self.dims] + ramp
         if self.nan:
@@ -116,11 +124,21 @@ class StubInstructions:
 
 
 class Logs:
-    def __init__(self) -> None:
+    """Every call, throttled or not; ``at`` keeps the clock time of each record when given a clock."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
         self.records: list[tuple[str, str]] = []
+        self.at: list[int] = []
+        self.clock = clock
 
     def __getattr__(self, level: str) -> Any:
-        return lambda msg, **kw: self.records.append((level, msg))
+        def log(msg: str, **kw: Any) -> None:
+            self.records.append((level, msg))
+            self.at.append(self.clock.now if self.clock else 0)
+        return log
+
+    def lines(self, level: str, prefix: str) -> list[tuple[int, str]]:
+        return [(t, m) for t, (lv, m) in zip(self.at, self.records) if lv == level and m.startswith(prefix)]
 
 
 class Rig:
@@ -131,7 +149,7 @@ class Rig:
         self.config = demo_config(**changes)
         self.clock = Clock()
         self.pool = StubPool(self.clock, **(pool_kw or {}))
-        self.logs = Logs()
+        self.logs = Logs(self.clock)
         info = cfgmod.BundleInfo(self.config.cameras.names, self.config.joints.names, self.config.output.joint_names,
                                  TRAINED_STEPS, 50.0)
         self.controller = PolicyController(
@@ -215,6 +233,178 @@ def test_a_refused_chunk_is_never_executed() -> None:
     assert any(c.outcome is ChunkOutcome.REFUSED for r in results for c in r.chunks)
     assert all(r.hold is not None for r in results)
     assert any("chunk refused" in m for lv, m in rig.logs.records if lv == "error")
+
+
+# -- a persistently bad model: counted logs, back-off, escalation, recovery -------------------------
+
+REFUSAL_LINE = re.compile(r"^chunk refused \(x(\d+) in the last (\d+\.\d) s\): ")
+CHUNK_PERIOD = TRAINED_STEPS * 20 * MS  # the usable steps of a chunk x dt: the first back-off
+
+
+def control_status(rig: Rig) -> dict[str, Any]:
+    statuses, _ = rig.controller.diagnostics()
+    (control,) = [st for st in statuses if st["name"].endswith(": control")]
+    return control
+
+
+def request_times(rig: Rig) -> np.ndarray:
+    """When each request was made (its frame set is stamped at the tick it completed on)."""
+    return np.array([r.stamp_ns for r in rig.pool.requests], dtype=np.int64)
+
+
+def refused_count(results: list[Any]) -> int:
+    return sum(c.outcome is ChunkOutcome.REFUSED for r in results for c in r.chunks)
+
+
+def step_until(rig: Rig, done: Any, limit: int = 5000) -> list[Any]:
+    out = []
+    for _ in range(limit):
+        out += rig.step()
+        if done():
+            return out
+    raise AssertionError("condition not reached")
+
+
+def test_repeated_refusals_log_at_most_one_line_per_period_with_the_count() -> None:
+    rig = Rig(pool_kw={"nan": True}, chunk__refusal_backoff_max=0.0)  # refused as fast as the model runs
+    rig.controller.activate()
+    results = rig.step(3500)  # 70 s: ~1100 refused chunks
+    lines = rig.logs.lines("error", "chunk refused")
+    assert len(lines) == 3, lines
+    times = [t for t, _ in lines]
+    assert all(b - a >= REPEAT_LOG_PERIOD_S * S for a, b in zip(times, times[1:]))
+    assert lines[0][1] == f"chunk refused: {rig.controller.refusals.reason}; holding"  # the first: at once
+    counts = []
+    for _, line in lines[1:]:
+        m = REFUSAL_LINE.match(line)
+        assert m and float(m.group(2)) == pytest.approx(REPEAT_LOG_PERIOD_S, abs=0.1), line
+        assert "non-finite" in line and line.endswith("; holding")
+        counts.append(int(m.group(1)))
+    assert all(c > 100 for c in counts)
+    refused = refused_count(results)
+    assert 1 + sum(counts) <= refused < 1 + sum(counts) + REPEAT_LOG_PERIOD_S * S / (40 * MS)
+    assert refused > 1000
+
+
+def test_repeated_inference_failures_log_at_most_one_line_per_period_with_the_count() -> None:
+    rig = Rig(pool_kw={"fail": True})
+    rig.controller.activate()
+    results = rig.step(3500)
+    lines = rig.logs.lines("error", "inference failed")
+    assert len(lines) == 3 and lines[0][1] == "inference failed: boom 1; holding"
+    assert all(b - a >= REPEAT_LOG_PERIOD_S * S for a, b in zip([t for t, _ in lines], [t for t, _ in lines][1:]))
+    assert all(re.match(r"^inference failed \(x\d{3,} in the last 30\.\d s\): boom \d+; holding$", m)
+               for _, m in lines[1:])
+    assert all(r.hold is not None for r in results)
+    assert control_status(rig)["values"]["inference_failures.consecutive"] == len(rig.pool.requests) - len(
+        rig.pool.pending)
+
+
+def test_requests_back_off_doubling_from_one_chunk_period_to_the_max_and_the_robot_holds() -> None:
+    rig = Rig(pool_kw={"nan": True})  # chunk.refusal_backoff_max: 5 s (the default)
+    rig.controller.activate()
+    results = rig.step(2000)  # 40 s
+    gaps = np.diff(request_times(rig))
+    latency = rig.pool.latency_ns
+    waits = [0] + [min(5 * S, CHUNK_PERIOD << k) for k in range(len(gaps) - 1)]  # after refusal 1, 2, ...
+    assert len(gaps) >= 8
+    for gap, wait in zip(gaps, waits):  # a request goes out on the first frame set after the wait
+        assert latency + wait <= gap < latency + wait + 3 * 20 * MS, (gaps, waits)
+    assert len(rig.pool.requests) < 20  # vs ~650 at every chance without the back-off (2000 ticks)
+    first = next(i for i, r in enumerate(results) if r.chunks)
+    assert all(r.hold is HoldReason.CHUNK_REFUSED for r in results[first:])
+    assert all(isinstance(r.command, ForwardCommand) for r in results)
+    np.testing.assert_array_equal(np.stack([r.command.values for r in results]), np.tile(rig.q, (len(results), 1)))
+    values = control_status(rig)["values"]
+    assert 0 < values["refusals.next_request_in_s"] <= 5.0
+    assert values["refusals.consecutive"] == len(rig.pool.requests) - len(rig.pool.pending)
+    line = rig.logs.lines("error", "chunk refused")[-1][1]
+    assert "next inference request in" in line and "refused in a row" in line
+
+
+def test_back_off_zero_asks_again_at_every_chance() -> None:
+    rig = Rig(pool_kw={"nan": True}, chunk__refusal_backoff_max=0.0)
+    rig.controller.activate()
+    rig.step(500)
+    gaps = np.diff(request_times(rig))
+    assert np.all(gaps <= rig.pool.latency_ns + 20 * MS) and len(rig.pool.requests) >= 500 // 3
+    assert "refusals.next_request_in_s" not in control_status(rig)["values"]
+
+
+def test_diagnostics_escalate_to_error_after_n_refusals_in_a_row() -> None:
+    rig = Rig(pool_kw={"nan": True})  # chunk.refusal_error_count: 3 (the default)
+    rig.controller.activate()
+    ctl = rig.controller
+    step_until(rig, lambda: ctl.refusals.consecutive == 1)
+    status = control_status(rig)
+    assert status["level"] is Level.WARN and status["message"] == "holding: chunk_refused"
+    assert status["values"]["refusals.consecutive"] == 1
+    step_until(rig, lambda: ctl.refusals.consecutive == 2)
+    assert control_status(rig)["level"] is Level.WARN
+    step_until(rig, lambda: ctl.refusals.consecutive == 3)
+    status = control_status(rig)
+    assert status["level"] is Level.ERROR and status["values"]["refusals.consecutive"] == 3
+    msg = status["message"]
+    assert msg.startswith("holding: chunk_refused; model output persistently refused: 3 chunks in a row")
+    assert "non-finite" in msg and "safety.position_min/max" in msg and "normalization" in msg
+    rig.controller.pause()  # an intentional hold does not hide it: the model is still the one refused
+    rig.step(1)
+    assert control_status(rig)["level"] is Level.ERROR
+    rig.controller.deactivate()  # an inactive node reports no fault
+    assert control_status(rig)["level"] is Level.OK
+
+    strict = Rig(pool_kw={"nan": True}, chunk__refusal_error_count=1)
+    strict.controller.activate()
+    step_until(strict, lambda: strict.controller.refusals.consecutive == 1)
+    assert control_status(strict)["level"] is Level.ERROR
+
+
+def test_an_accepted_chunk_ends_the_back_off_count_and_error_at_once() -> None:
+    rig = Rig(pool_kw={"nan": True})
+    rig.controller.activate()
+    ctl = rig.controller
+    step_until(rig, lambda: ctl.refusals.consecutive == 5)
+    assert control_status(rig)["level"] is Level.ERROR
+    rig.pool.nan = False  # the model's output is fine again (e.g. inputs back to normal)
+    results = step_until(rig, lambda: rig.controller.hold is None)
+    assert [c.outcome for r in results for c in r.chunks] == [ChunkOutcome.ACCEPTED]
+    status = control_status(rig)
+    assert status["level"] is Level.OK and status["message"] == "following the policy"
+    assert status["values"]["refusals.consecutive"] == 0 and "refusals.next_request_in_s" not in status["values"]
+    assert rig.logs.records[-1] == ("info", "chunk accepted after 5 refused in a row; following the policy again")
+    rig.step(100)
+    assert ctl.hold is None
+    rig.pool.nan = True  # a new refusal starts from scratch: the first one is retried at once
+    n = len(rig.pool.requests)
+    step_until(rig, lambda: ctl.refusals.consecutive == 1)
+    step_until(rig, lambda: len(rig.pool.requests) > n + 1, limit=3)
+    assert control_status(rig)["level"] is Level.WARN
+
+
+@pytest.mark.parametrize("restart", ["resume", "activate", "clock_reset", "new_limits"])
+def test_the_back_off_never_delays_the_first_request_after_a_restart(restart: str) -> None:
+    rig = Rig(pool_kw={"nan": True})
+    rig.controller.activate()
+    ctl = rig.controller
+    step_until(rig, lambda: ctl.refusals.consecutive == 7)  # the next request is 5 s away
+    rig.step(5)
+    assert control_status(rig)["values"]["refusals.next_request_in_s"] > 4.0
+    n = len(rig.pool.requests)
+    if restart == "resume":
+        ctl.pause()
+        rig.step(1)
+        ctl.resume()
+    elif restart == "activate":
+        ctl.deactivate()
+        ctl.activate()
+    elif restart == "clock_reset":
+        rig.clock.now -= 5 * S
+    else:  # a runtime change of the limits may be the fix: the next frame set shows it
+        ctl.reconfigure(dataclasses.replace(ctl.config, safety=dataclasses.replace(ctl.config.safety,
+                                                                                   refuse_margin=0.5)))
+    results = rig.step(4)
+    assert len(rig.pool.requests) == n + 1
+    assert all(r.hold is not None for r in results)
 
 
 def test_a_backwards_clock_jump_resets_and_holds() -> None:

@@ -158,7 +158,12 @@ def test_diagnostics_rates_levels_and_messages():
     assert inf["level"] is Level.WARN and "too slow" in inf["message"] and "1 chunks expired" in inf["message"]
     assert inf["values"]["total_ms.p50"] == pytest.approx(100.0) and inf["values"]["total.n"] == 2
     assert inf["values"]["chunks.accepted"] == 1 and inf["values"]["request_to_chunk_ms"] == pytest.approx(130.0)
-    assert out["control"]["level"] is Level.ERROR and out["control"]["message"] == "holding: chunk_refused"
+    # a refused chunk alone is WARN (the controller asks again); a persistent fault it reports is ERROR
+    assert out["control"]["level"] is Level.WARN and out["control"]["message"] == "holding: chunk_refused"
+    fault = by_name(Diagnostics("lightwam_policy", ["left", "right"], now_ns=0).statuses(1_000_000_000, inp(
+        stats({"left": 30, "right": 29}), hold=HoldReason.CHUNK_REFUSED, fault="refused 3 in a row")))
+    assert fault["control"]["level"] is Level.ERROR
+    assert fault["control"]["message"] == "holding: chunk_refused; refused 3 in a row"
 
     # a quiet period: drops do not repeat as warnings; expiries/evictions are routine
     out = by_name(d.statuses(2_500_000_000, inp(stats({"left": 75, "right": 59}, drops={
