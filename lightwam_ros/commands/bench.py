@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch: torch.compile each stage")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch: replay the pass as a CUDA graph (GPU)")
     parser.add_argument("--no-merge-lora", action="store_true", help="torch: run LoRA unmerged (reference math)")
-    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here, with every run's time per "
+                        "stage (samples_ms; `lightwam replay --latency-file` draws from its totals)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lightwam_ros.replay.bags import BagError
 from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
@@ -22,13 +23,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start S seconds into the bag")
     parser.add_argument("--duration", type=float, default=None, help="replay only D seconds")
     parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
-                        help="offline: simulated inference latency on the bag clock in ms "
-                             "(default 0: instantaneous; deterministic either way)")
+                        help="offline: simulated inference latency on the bag clock in ms, the mean with "
+                             "--latency-jitter (default 0: merged at the next control tick)")
+    parser.add_argument("--latency-jitter", type=float, default=0.0, metavar="MS",
+                        help="offline: latency uniform on [MS - J, MS + J] per request, drawn from --seed "
+                             "(default 0: fixed)")
+    parser.add_argument("--latency-file", type=Path, default=None, metavar="JSON",
+                        help="offline: draw each latency from measured ones: `lightwam bench --json` output "
+                             "(its per-run totals) or a JSON list of ms; drawn from --seed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="offline: seed of the latency draws (default 0); the same seed gives the same report")
     parser.add_argument("--namespace", default="/", help="node namespace (relative profile topics resolve under it)")
     parser.add_argument("--reference", default=None, metavar="TOPIC",
                         help="open-loop reference: a JointState, JointTrajectory or Float64MultiArray topic "
                              "in the bag (default: the profile's joints.state_topic)")
     parser.add_argument("--no-plot", action="store_true", help="skip plot.png")
+
+
+def latency_line(inference: dict) -> str:
+    """The latency model offline replay simulated, and what it drew (ms)."""
+    m = inference["latency_model"]
+    if m["kind"] == "fixed":
+        return f"fixed {m['latency_ms']:g} ms"
+    drawn = inference.get("simulated_latency_ms", {})
+    got = f"; drawn p50 {drawn['p50']} ms, max {drawn['max']} ms" if drawn.get("count") else ""
+    if m["kind"] == "uniform":
+        return f"uniform {m['mean_ms']:g} +- {m['jitter_ms']:g} ms (seed {m['seed']}){got}"
+    return f"{m['samples']} samples from {m['file']} (seed {m['seed']}){got}"
 
 
 def summary_lines(result: ReplayResult) -> list[str]:
@@ -44,6 +65,7 @@ def summary_lines(result: ReplayResult) -> list[str]:
         lines.append(f"offline throughput: {tp['frame_sets_per_s']} frame sets/s "
                      f"({tp['wall_s']:.1f} s wall for {tp['bag_s']:.1f} s of bag, x{tp['realtime_factor']} real time)")
         lines.append(f"holds (ticks): {r['holds']['by_reason']}")
+        lines.append(f"simulated inference latency: {latency_line(r['inference'])}")
     else:
         d = r["delivery"]
         lines.append(f"live delivery: {d['frames_published']} frames / {d['frame_sets_published']} frame sets "
@@ -68,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = ReplayOptions(bag=args.bag, profile=args.profile, bundle=args.bundle, out=args.out,
                                 mode=args.mode, rate=args.rate, start_s=args.start, duration_s=args.duration,
-                                latency_ms=args.latency, namespace=args.namespace,
+                                latency_ms=args.latency, latency_jitter_ms=args.latency_jitter,
+                                latency_file=args.latency_file, seed=args.seed, namespace=args.namespace,
                                 reference_topic=args.reference, plot=not args.no_plot)
         result = run_replay(options)
     except (ReplayError, BagError) as exc:

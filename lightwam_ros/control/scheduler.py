@@ -13,8 +13,8 @@ API
   dt_ns)`` (expectations before the first chunk).
 - ``upcoming(now_ns, max_steps=0) -> np.ndarray [m, A]`` -- the plan at now + (k+1)*dt, k < m (what a
   JointTrajectory carries).
-- ``remaining_ns(now_ns)``, ``remaining_steps(now_ns)``, ``expected_latency_ns``, ``dt_ns``,
-  ``keeps_up(latency_ns, steps, dt_ns, frame_age_ns=0, max_inflight=1)``
+- ``remaining_ns(now_ns)``, ``remaining_steps(now_ns)``, ``expected_latency_ns``, ``tick_period_ns``,
+  ``lead_ns(latency_ns)``, ``dt_ns``, ``keeps_up(latency_ns, steps, dt_ns, frame_age_ns=0, max_inflight=1)``
 - ``clear(status=TickStatus.REFUSED)``, ``reset()``, ``reconfigure(config)``
 
 Time model (all integer ns): action k of a chunk is the target for t_k = stamp + k*dt (k = 0 is the
@@ -46,16 +46,37 @@ identified by the ticket ``inference_started`` returns and is answered by ``on_c
 the outcome, stale and out-of-order chunks included -- or ``inference_failed``):
 - The expected latency L is the max of the last LATENCY_WINDOW measured request-to-chunk times
   unless the caller passes one (before any measurement: the latency given to ``prime``).
-- With nothing in flight, a request is wanted when the plan ends within (1 + latency_margin) * L
-  (or there is no usable plan). This is the whole rule for k = 1.
+- The lead (``lead_ns``) is how long before the plan ends a request must start:
+  max((1 + latency_margin) * L, (floor(L / P) + 1) * P), P the control period (``tick_period_ns``,
+  the median of the recent intervals between ``tick`` calls; before two ticks only the first term).
+- With nothing in flight, a request is wanted when the plan ends within the lead (or there is no
+  usable plan). This is the whole rule for k = 1.
 - With requests in flight (and fewer than k), the plan is judged by its coverage: the max of the
   plan end and, per pending request, observation stamp + the span of a chunk (last usable step -
   stamp, from the last accepted chunk or ``prime``). A request is wanted when that coverage ends
-  within (1 + latency_margin) * L of now AND its observation is at least L / k newer than the newest
+  within the lead of now AND its observation is at least L / k newer than the newest
   pending one. The spacing keeps overlapping requests spread evenly over the latency: two requests
   started together deliver two chunks together, which cover no longer than one, and that phase
   would persist. Passing the candidate's ``obs_stamp_ns`` makes a stale frame set wait for a fresh
   one (an older observation covers less).
+
+Why the lead has a tick term: a chunk is merged by a control tick, the first at or after its
+request + L and after the request (a request made by a tick, with L = 0, is collected by the next
+one; a result ready exactly at a tick is counted as collected by the next one too, as a worker
+finishing at that instant may be), so at most c = floor(L / P) + 1 ticks after a request made by
+a tick. The plan must still be alive at the first tick after it ends, T* (it ends at E, E < T* <=
+E + P). Requests are asked for at every tick (and whenever a frame set forms), so the latest tick
+that can still deliver in time is T* - c P; the plan has between (c - 1) P and c P left there, so
+a lead of c P (at most L + P) makes that tick, or an earlier moment, ask.
+(1 + margin) * L alone falls short whenever it is below c P: at L = 0 it would ask only once the
+plan had ended, and a handover would hold a tick (``chunk_exhausted``) unless a frame set happened
+to form between the plan's end and the next tick; with latency_margin 0 the rounding up of L to
+whole ticks is never covered. The frame set's age does not
+enter: the request takes the newest set already formed, and its age shortens the next chunk's
+coverage (its plan ends age earlier), which that chunk's own plan end already accounts for. The
+period is measured rather than configured so the scheduler needs nothing beyond its ticks (the
+controller ticks it every control period, paused or not); the median ignores an odd extra call or
+a gap.
 
 Why overlap: with one inference at a time and latency L, the next observation cannot be taken before
 the previous chunk arrives, so a chunk whose last usable step is D after its observation keeps the
@@ -84,6 +105,7 @@ from lightwam_ros.config import ChunkConfig, MergeMode
 from lightwam_ros.types import ActionChunk
 
 LATENCY_WINDOW = 10  # request-to-chunk latencies kept for the expected latency (max of them)
+TICK_WINDOW = 9  # intervals between tick() calls kept for the control period (their median)
 
 
 class TickStatus(Enum):
@@ -120,6 +142,8 @@ class ChunkScheduler:
     def __init__(self, config: ChunkConfig):
         self._config = config
         self._latencies: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self._tick_intervals: deque[int] = deque(maxlen=TICK_WINDOW)
+        self._last_tick_ns: int | None = None
         self._next_ticket = 1
         self._span_ns: int | None = None  # last usable step - stamp, of the last accepted chunk
         self._primed_latency_ns: int | None = None
@@ -130,7 +154,9 @@ class ChunkScheduler:
 
     def reset(self) -> None:
         """Forget the plan and the last stamp (e.g. on activation or resume). Pending requests
-        become void: their chunks return VOID. Measured latencies and the chunk span are kept."""
+        become void: their chunks return VOID. Measured latencies, the control period and the chunk
+        span are kept (the last tick time is not: a reset may follow a clock jump)."""
+        self._last_tick_ns = None
         self._times: np.ndarray | None = None  # int64 [n] knot times, strictly increasing
         self._values: np.ndarray | None = None  # float64 [n, A]
         self._stamp_ns: int | None = None  # observation stamp of the last accepted chunk
@@ -189,7 +215,11 @@ class ChunkScheduler:
         return int(len(self._times) - np.searchsorted(self._times, now_ns, side="right"))
 
     def tick(self, now_ns: int) -> Tick:
-        """The action for the control tick at now_ns (see the module doc for the alignment)."""
+        """The action for the control tick at now_ns (see the module doc for the alignment). Each
+        call also measures the control period (``tick_period_ns``) the pacing leads by."""
+        if self._last_tick_ns is not None and now_ns > self._last_tick_ns:
+            self._tick_intervals.append(now_ns - self._last_tick_ns)
+        self._last_tick_ns = now_ns
         if self._times is None:
             return Tick(None, self._status_if_none, 0)
         if not self._alive(now_ns):
@@ -285,6 +315,25 @@ class ChunkScheduler:
         given to ``prime`` (None if none)."""
         return max(self._latencies) if self._latencies else self._primed_latency_ns
 
+    @property
+    def tick_period_ns(self) -> int | None:
+        """The control period: median of the last TICK_WINDOW positive intervals between ``tick``
+        calls (None before two). The median, not the max or the last, so an extra call between
+        ticks (a test merging at a finish time) or a stall does not move it."""
+        if not self._tick_intervals:
+            return None
+        return sorted(self._tick_intervals)[len(self._tick_intervals) // 2]
+
+    def lead_ns(self, latency_ns: int) -> float:
+        """How long before the coverage ends a request with this latency must start (module doc):
+        max((1 + latency_margin) * L, (floor(L / P) + 1) * P), only the first term while the
+        control period P is not known."""
+        lead = (1.0 + self._config.latency_margin) * latency_ns
+        period = self.tick_period_ns
+        if period:
+            lead = max(lead, (int(latency_ns) // period + 1) * period)
+        return lead
+
     def prime(self, latency_ns: int, steps: int, dt_ns: int) -> None:
         """What is known before the first chunk (e.g. from the warm-up): an inference latency and
         the chunks' usable steps (``config.steps_limit(trained_steps)``) and step period.
@@ -344,8 +393,9 @@ class ChunkScheduler:
     def wants_inference(self, now_ns: int, expected_latency_ns: int | None = None,
                         obs_stamp_ns: int | None = None) -> bool:
         """True when a new request may start now: fewer than max_inflight are pending and the
-        coverage (the plan and the pending requests, see coverage_end_ns) ends within
-        (1 + latency_margin) * expected latency of now.
+        coverage (the plan and the pending requests, see coverage_end_ns) ends within the lead
+        (``lead_ns`` of the expected latency: (1 + latency_margin) * latency, at least the control
+        ticks the chunk takes to be merged) of now.
 
         With nothing pending this is the one-at-a-time rule (also true with no usable plan or no
         latency known yet). With requests pending it additionally needs the span and a latency
@@ -356,7 +406,7 @@ class ChunkScheduler:
         if len(self._pending) >= self._config.max_inflight:
             return False
         latency = self.expected_latency_ns if expected_latency_ns is None else expected_latency_ns
-        lead = None if latency is None else (1.0 + self._config.latency_margin) * latency
+        lead = None if latency is None else self.lead_ns(latency)
         if not self._pending:
             if not self._alive(now_ns) or lead is None:
                 return True

@@ -2,8 +2,10 @@
 
 Runs the same PolicyPipeline as the node on a deterministic synthetic observation (camera-sized
 random images, the dataset-mean state, the bundle's first instruction), after warm-up, and reports
-median / p90 per stage. On the GPU every stage boundary is synchronised (pipeline sync_stages, CUDA
-events inside the torch backend), so a stage's number is its own work, not a neighbour's queue.
+median / p90 per stage (and, in the JSON, every run's time per stage: ``samples_ms``, which
+`lightwam replay --latency-file` draws offline replay's latencies from). On the GPU every stage
+boundary is synchronised (pipeline sync_stages, CUDA events inside the torch backend), so a
+stage's number is its own work, not a neighbour's queue.
 Performance claims in docs come from here, never from timed unit tests (docs/design.md, "Conventions").
 """
 
@@ -81,6 +83,9 @@ class BenchResult:
     load_s: float
     warmup_s: float
     notes: list[str] = field(default_factory=list)
+    # every timed run's ms per stage, in run order: the distribution, not only its summary, so
+    # offline replay can draw request latencies from what this machine measured (replay/latency.py)
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageStats:
         return next(s for s in self.stages if s.stage == name)
@@ -182,7 +187,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
             setup["threads"] = torch.get_num_threads()
         if cfg.runs < 50:
             notes.append(f"only {cfg.runs} runs: percentiles are rough (use >= 50)")
-        return BenchResult(setup, stages, memory, cfg.runs, cfg.warmup, load_s, warmup_s, notes)
+        return BenchResult(setup, stages, memory, cfg.runs, cfg.warmup, load_s, warmup_s, notes,
+                           {k: [round(x, 4) for x in v] for k, v in samples.items()})
     finally:
         pipe.close()
 

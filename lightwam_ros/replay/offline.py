@@ -7,8 +7,10 @@ PolicyBridge that decodes the bag's messages and builds the output messages. Its
 called in bag order, each at its message's record time, with the control ticks and diagnostics at
 their periods in between. What differs from the node (see replay/simulation.py): the clock is the
 bag clock, inference is SimulatedInference (the model runs synchronously at the request and its
-chunk is released ``--latency`` later on the bag clock; default 0: collected at the first control
-tick after the request), and the publishers serialize into the output bag at the bag-clock time.
+chunk is released a simulated latency later on the bag clock, from the latency model the options
+ask for -- replay/latency.py: ``--latency`` fixed, with ``--latency-jitter`` uniform, or drawn from
+``--latency-file``, seeded by ``--seed``; default 0: collected at the first control tick after the
+request), and the publishers serialize into the output bag at the bag-clock time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lightwam_ros.control.logs import ThrottledLogger
 from lightwam_ros.control.safety import SafetyFilter
 from lightwam_ros.control.sync import DropReason
 from lightwam_ros.replay.bags import BagReader
+from lightwam_ros.replay.latency import latency_model
 from lightwam_ros.replay.metrics import percentiles
 from lightwam_ros.replay.options import ReplayError, ReplayOptions
 from lightwam_ros.replay.simulation import SimClock, Simulation, TickRecord
@@ -125,6 +128,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
 
     clock = SimClock(start_ns)
     messages = ThrottledLogger(log)
+    latency = latency_model(options.latency_ms, options.latency_jitter_ms, options.latency_file, options.seed)
     t_cfg = time.perf_counter()
     try:
         loaded = load_policy(cfg, messages)
@@ -139,8 +143,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
         publishers = Publishers(output=output, action_chunk=RecordingPublisher(recorder, topics.action_chunk, clock),
                                 canvas=RecordingPublisher(recorder, topics.canvas, clock),
                                 diagnostics=RecordingPublisher(recorder, topics.diagnostics, clock))
-        sim = Simulation(loaded, cfg, publishers, clock, messages, latency_ns=round(options.latency_ms * 1e6),
-                         keep_frames=options.keep_frames)
+        sim = Simulation(loaded, cfg, publishers, clock, messages, latency=latency, keep_frames=options.keep_frames)
         sim.activate()
         counter = FrameSetCounter(inputs.cameras, cfg.sync, start_ns)
         types = {IMAGE: Image, "sensor_msgs/msg/JointState": JointState, STRING: String}
@@ -203,9 +206,8 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
             "requests": len(records),
             "failed": len(failed),
             "errors": sorted({r.error for r in failed})[:10],
-            "latency_model": {"kind": "fixed" if options.latency_ms > 0 else "instantaneous",
-                              "latency_ms": options.latency_ms,
-                              "note": "chunks are merged at the first control tick at or after request + latency"},
+            "latency_model": latency.describe(),
+            "simulated_latency_ms": percentiles((r.ready_ns - r.request_ns) / 1e6 for r in records),
             "wall_ms": percentiles(r.wall_ms for r in records),
         },
         "safety": safety,

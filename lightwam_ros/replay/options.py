@@ -35,7 +35,10 @@ class ReplayOptions:
     rate: float = 1.0  # live: bag seconds per wall second
     start_s: float = 0.0  # window start, seconds after the bag's first message
     duration_s: float | None = None  # window length (None: to the end)
-    latency_ms: float = 0.0  # offline: simulated inference latency on the bag clock (deterministic)
+    latency_ms: float = 0.0  # offline: simulated inference latency on the bag clock (the mean with a jitter)
+    latency_jitter_ms: float = 0.0  # offline: > 0: latency uniform on latency_ms +- this (replay/latency.py)
+    latency_file: Path | None = None  # offline: draw latencies from these measured ones (`lightwam bench --json`)
+    seed: int = 0  # offline: seeds the latency draws (jitter, file): same seed, same report
     namespace: str = "/"  # node namespace (relative profile topics resolve under it)
     reference_topic: str | None = None  # open-loop reference (default: the profile's joints.state_topic)
     keep_frames: bool = False  # offline: keep every inference request's images in the result (tests)
@@ -54,6 +57,14 @@ class ReplayOptions:
             raise ReplayError(f"--duration must be > 0 s, got {self.duration_s}")
         if not (self.latency_ms >= 0 and math.isfinite(self.latency_ms)):
             raise ReplayError(f"--latency must be >= 0 ms, got {self.latency_ms}")
+        if not (0 <= self.latency_jitter_ms <= self.latency_ms):
+            raise ReplayError(f"--latency-jitter must be in [0, --latency] ms (a latency is never negative), "
+                              f"got {self.latency_jitter_ms} with --latency {self.latency_ms}")
+        if self.latency_file is not None:
+            object.__setattr__(self, "latency_file", Path(self.latency_file))
+            if self.latency_ms or self.latency_jitter_ms:
+                raise ReplayError("--latency-file draws every latency from the file: leave out --latency and "
+                                  "--latency-jitter")
         if self.tail_s < 0:
             raise ReplayError(f"tail_s must be >= 0, got {self.tail_s}")
 

@@ -9,10 +9,13 @@ messages. What differs from the node, and only this:
 - the clocks: both the node clock and the pool's monotonic clock are ``SimClock`` -- staleness and
   liveness are judged exactly as live, and a chunk is merged at exactly request + latency;
 - the inference pool: ``SimulatedInference`` has InferencePool's interface (submit / poll / busy /
-  close, ``workers``) but runs the model synchronously at the request and releases the chunk
-  ``latency`` later on the simulated clock. Deterministic by design: a measured wall-clock latency
-  would make the output depend on the machine; give the latency `lightwam bench` measured on the
-  robot's GPU to see how it changes which frame sets are used;
+  close, ``workers``) but runs the model synchronously at the request and releases the chunk a
+  latency later on the simulated clock, which it asks its ``LatencyModel`` (replay/latency.py:
+  fixed, seeded uniform, or drawn from measured samples) for at each request. Deterministic by
+  design: a measured wall-clock latency would make the output depend on the machine; give the
+  latencies `lightwam bench` measured on the robot's GPU to see how they change which frame sets
+  are used. A Simulation that builds its own SimulatedInference primes the scheduler with the
+  model's nominal latency instead of the wall-clock warm-up, for the same reason;
 - the publishers: whatever the caller passes (bag writer, list recorder);
 - no timers: ``run_timers(until)`` runs the control ticks and diagnostics due before ``until`` at
   their periods (control_rate_hz, diagnostics.rate_hz); messages go first on equal times;
@@ -21,6 +24,7 @@ messages. What differs from the node, and only this:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from lightwam_ros.config import PolicyConfig
 from lightwam_ros.control.controller import Clocks, Log, TickResult, Topics
 from lightwam_ros.control.safety import HoldReason
 from lightwam_ros.inference.pool import PoolResult
+from lightwam_ros.replay.latency import FixedLatency, LatencyModel
 from lightwam_ros.ros.assembly import LoadedPolicy, build_controller
 from lightwam_ros.ros.bridge import PolicyBridge, Publishers
 from lightwam_ros.types import ActionChunk, FrameSet
@@ -54,7 +59,7 @@ class InferenceRecord:
     """One inference request the controller made, and what came of it."""
 
     request_ns: int  # simulated time the frame set was handed to the model
-    ready_ns: int  # simulated time the result becomes available (request + latency)
+    ready_ns: int  # simulated time the result becomes available (request + the latency drawn for it)
     stamp_ns: int  # observation stamp (newest camera stamp of the set)
     spread_ns: int
     instruction: str
@@ -67,17 +72,30 @@ class InferenceRecord:
 
 class SimulatedInference:
     """Drop-in for inference.pool.InferencePool on a simulated clock (see the module doc):
-    ``workers`` requests may be pending at once; each finishes ``latency_ns`` after its submit."""
+    ``workers`` requests may be pending at once; each finishes the latency its model gives it
+    after its submit. ``latency`` is a LatencyModel or a fixed latency in ns; setting
+    ``latency_ns`` between requests makes it fixed from then on (tests script it per step)."""
 
-    def __init__(self, predict: Callable[[FrameSet], ActionChunk], clock: SimClock, latency_ns: int,
-                 keep_frames: bool = False, workers: int = 1) -> None:
+    def __init__(self, predict: Callable[[FrameSet], ActionChunk], clock: SimClock,
+                 latency: int | LatencyModel, keep_frames: bool = False, workers: int = 1) -> None:
         self._predict = predict
         self._clock = clock
-        self.latency_ns = int(latency_ns)  # may be changed between requests (tests, latency models)
+        self.latency_model: LatencyModel = latency if isinstance(latency, LatencyModel) else \
+            FixedLatency.of_ns(latency)
         self._keep = keep_frames
         self._workers = int(workers)
         self._pending: list[tuple[int, PoolResult]] = []  # (ready_ns, result), in submit order
         self.records: list[InferenceRecord] = []
+
+    @property
+    def latency_ns(self) -> int | None:
+        """The latency of a fixed model (what the next request takes); None for a random one."""
+        model = self.latency_model
+        return model.next_ns() if isinstance(model, FixedLatency) else None
+
+    @latency_ns.setter
+    def latency_ns(self, value: int) -> None:
+        self.latency_model = FixedLatency.of_ns(value)
 
     @property
     def workers(self) -> int:
@@ -97,7 +115,7 @@ class SimulatedInference:
         except Exception as exc:  # noqa: BLE001 - the controller reports it and holds, as with the pool
             chunk, error = None, f"{type(exc).__name__}: {exc}"
         wall_ms = 1e3 * (time.perf_counter() - t0)
-        ready = now + self.latency_ns
+        ready = now + self.latency_model.next_ns()
         self._pending.append((ready, PoolResult(ticket, frames, chunk, error, ready)))
         self.records.append(InferenceRecord(
             request_ns=now, ready_ns=ready, stamp_ns=frames.stamp_ns, spread_ns=frames.spread_ns,
@@ -143,15 +161,21 @@ def _absolute(topic: str) -> str:
 
 class Simulation:
     """A controller + bridge on ``clock``; see the module doc. ``inference`` defaults to a
-    SimulatedInference of the loaded model with its worker count and ``latency_ns``."""
+    SimulatedInference of the loaded model with its worker count and ``latency`` (a LatencyModel,
+    else fixed ``latency_ns``); the controller's pacing is then primed with the model's nominal
+    latency, not the wall-clock warm-up (which would make a run with overlapping requests depend on
+    the machine)."""
 
     def __init__(self, loaded: LoadedPolicy, config: PolicyConfig, publishers: Publishers, clock: SimClock,
-                 log: Log, *, latency_ns: int = 0, keep_frames: bool = False, inference: Any = None,
-                 name: str = NODE_NAME, diagnostics_period_ns: int | None = None) -> None:
+                 log: Log, *, latency_ns: int = 0, latency: LatencyModel | None = None, keep_frames: bool = False,
+                 inference: Any = None, name: str = NODE_NAME, diagnostics_period_ns: int | None = None) -> None:
         self.clock = clock
         self.config = config
-        self.inference = inference if inference is not None else SimulatedInference(
-            loaded.predict, clock, latency_ns, keep_frames, workers=loaded.workers)
+        if inference is None:
+            model = latency if latency is not None else FixedLatency.of_ns(latency_ns)
+            inference = SimulatedInference(loaded.predict, clock, model, keep_frames, workers=loaded.workers)
+            loaded = dataclasses.replace(loaded, warm_ms=model.nominal_ms if model.nominal_ms > 0 else float("nan"))
+        self.inference = inference
         topics = Topics(_absolute(config.joints.state_topic), _absolute(config.instruction.topic))
         self.controller = build_controller(loaded, config, self.inference, Clocks(clock, clock), log,
                                            name=f"/{name}", topics=topics)

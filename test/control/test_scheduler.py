@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -346,16 +348,16 @@ class Run:
     max_inflight_seen: int
 
 
-def simulate(latency_ns: int, max_inflight: int = 1, seconds: float = 6.0, margin: float = 0.5,
+def simulate(latency_ns: int | Callable[[], int], max_inflight: int = 1, seconds: float = 6.0, margin: float = 0.5,
              control_hz: float = 50.0, cam_hz: float = 30.0, tick_phase_ns: int = 7 * MS,
              cam_phase_ns: int = 0, transport_ns: int = 5 * MS, prime: bool = False,
              collect_at_ticks: bool = True, finish_stamps: bool = False, offsets: bool = False) -> Run:
     """The node's loop on a simulated clock: cameras (period, phase, transport delay) complete a
     frame set on arrival, which is used at most once; max_inflight workers each take exactly
-    latency_ns; a finished chunk is collected at the next control tick (collect_at_ticks, the
-    polling node) or at once, and merged as arriving at its finish time (finish_stamps) or at
-    collection; every tick gives its action, and after every tick, frame set and merge the node
-    asks for a request. Each chunk samples the same smooth trajectory at its own step times
+    latency_ns (or what latency_ns() draws for each request); a finished chunk is collected at the
+    next control tick (collect_at_ticks, the polling node) or at once, and merged as arriving at its
+    finish time (finish_stamps) or at collection; every tick gives its action, and after every tick,
+    frame set and merge the node asks for a request. Each chunk samples the same smooth trajectory at its own step times
     (plus, with offsets, an alternating +-0.05 disagreement between chunks) and POISON beyond
     trained_steps, so a correct merge and time alignment must reproduce it at every tick."""
     s = ChunkScheduler(ChunkConfig(MergeMode.BLEND, 4, 0, margin, max_inflight))
@@ -375,7 +377,8 @@ def simulate(latency_ns: int, max_inflight: int = 1, seconds: float = 6.0, margi
             return
         ticket = s.inference_started(now, latest)
         busy += 1
-        heapq.heappush(events, (now + latency_ns, 2, (ticket, latest)))
+        latency = latency_ns() if callable(latency_ns) else latency_ns
+        heapq.heappush(events, (now + latency, 2, (ticket, latest)))
         requests.append((now, latest, busy))
         most = max(most, busy)
         latest = None
@@ -504,3 +507,70 @@ def test_two_in_flight_without_prime_gaps_only_before_the_second_chunk():
     assert run.empty
     second = sorted(t for t, o, _ in run.arrivals if o is ChunkOutcome.ACCEPTED)[1]
     assert max(run.empty) < second
+
+
+# --- the lead: a request early enough for the tick that merges its chunk -------------------------
+
+def test_tick_period_is_the_median_interval_between_ticks():
+    s = sched()
+    assert s.tick_period_ns is None
+    for t in (0, 20, 40, 60, 80):
+        s.tick(t * MS)
+    s.tick(85 * MS)  # an extra call between ticks (a merge at a finish time)
+    s.tick(100 * MS)
+    s.tick(600 * MS)  # a stall
+    assert s.tick_period_ns == 20 * MS
+    s.reset()  # a reset (clock jump) forgets the last tick, not the period
+    s.tick(5 * MS)
+    assert s.tick_period_ns == 20 * MS
+
+
+@pytest.mark.parametrize("latency_ms,margin,lead_ms", [
+    (0, 0.5, 20),  # one tick: a chunk requested by a tick is collected by the next one
+    (10, 0.5, 20), (40, 0.5, 60), (50, 0.5, 75),  # (1 + margin) * L where that is more
+    (20, 0.0, 40), (50, 0.0, 60), (61, 0.0, 80),  # the first tick after request + L
+])
+def test_lead_is_the_margin_or_the_ticks_to_merge_whichever_is_more(latency_ms, margin, lead_ms):
+    s = sched(margin=margin)
+    assert s.lead_ns(latency_ms * MS) == pytest.approx((1 + margin) * latency_ms * MS)  # period unknown
+    s.tick(0)
+    s.tick(20 * MS)
+    assert s.lead_ns(latency_ms * MS) == pytest.approx(lead_ms * MS)
+
+
+def test_zero_latency_requests_one_tick_before_the_plan_ends():
+    """Measured latency 0: the tick before the plan's end asks (a request made after that tick's
+    merge is collected by the next one), not the first tick after it, which would hold."""
+    s = sched()
+    for t in range(0, 60, 20):
+        s.tick(t * MS)
+    s.inference_started(50 * MS)
+    s.on_chunk(chunk(ramp(), 50 * MS), 50 * MS)  # plan ends at 510 ms; latency 0 measured
+    assert s.expected_latency_ns == 0
+    assert not s.wants_inference(489 * MS) and s.wants_inference(490 * MS)  # 20 ms left
+
+
+@pytest.mark.parametrize("tick_phase_ms,cam_phase_ms", PHASES)
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+@pytest.mark.parametrize("latency_ms", [0, 5, 20, 40, 50])
+def test_one_at_a_time_never_holds_after_the_first_chunk_when_latency_fits(latency_ms, margin, tick_phase_ms,
+                                                                           cam_phase_ms):
+    """Latency 0 (offline replay's default) and small ones, with and without a margin, merged at
+    the finish time as the node does: the command never runs dry after the first chunk. With the
+    lead (1 + margin) * L alone, latency 0 asked only once the plan had ended and a handover held a
+    tick unless a frame set formed between the plan's end and the next tick."""
+    run = simulate(latency_ms * MS, margin=margin, finish_stamps=True,
+                   tick_phase_ns=tick_phase_ms * MS, cam_phase_ns=cam_phase_ms * MS)
+    assert run.empty == []
+    assert len(run.arrivals) >= 12  # ~6 s / 0.45 s: many handovers
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jittered_latency_within_the_margin_never_holds(seed):
+    """Latency drawn uniformly from 100 +- 20 ms per request: the expected latency (the max of the
+    recent window, at least the 80 ms floor) times 1.5 is >= 120 ms, the 6 ticks the slowest chunk
+    takes to be merged, so every draw arrives in time."""
+    rng = random.Random(seed)
+    run = simulate(lambda: round((80 + 40 * rng.random()) * MS), finish_stamps=True, seconds=10.0)
+    assert run.empty == []
+    assert len(run.arrivals) >= 20

@@ -254,8 +254,8 @@ def configure_only(bundle: Any, name: str, **overrides: Any) -> tuple[PolicyNode
 def start(bundle: Any, *, latency_ms: float = 40.0, name: str = "lw_sim", image_hw: tuple[int, int] = (96, 128),
           workers: int | None = None, **overrides: Any) -> SimRobot:
     """An active simulated policy with the demo profile (forward output, 10 Hz diagnostics).
-    The default 40 ms simulated latency is a GPU-like one: with 0 the scheduler, pacing requests from
-    the measured latency, asks only when the plan has ended and every cycle holds a tick.
+    The default 40 ms simulated latency is a GPU-like one, so chunks arrive ticks after their
+    request as on a robot (with 0 they would be merged by the next tick).
     ``workers`` (test-only): run that many overlapping simulated inferences (chunk.max_inflight is
     set to it too), as the node does on a GPU backend whose max_concurrency allows it; the CPU
     backend here caps the node's own count at 1."""
