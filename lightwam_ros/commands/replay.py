@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lightwam_ros.replay.bags import BagError
+from lightwam_ros.replay.metrics import motion_summary_lines
 from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
 from lightwam_ros.replay.runner import ReplayResult, run_replay
 
@@ -81,6 +82,7 @@ def summary_lines(result: ReplayResult) -> list[str]:
                      f"(robot units, {ole['chunks_scored']} chunks x {ole['steps_scored']} steps)")
     else:
         lines.append(f"open-loop error: not available ({ole.get('reason')})")
+    lines += motion_summary_lines(r.get("motion", {"available": False, "reason": "not computed"}))
     lines.append(f"wrote {result.report_path}, {result.output_bag}"
                  + (f", {result.plot_path}" if result.plot_path else ""))
     return lines

@@ -21,11 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from lightwam_ros.config import ConfigError, PolicyConfig
 from lightwam_ros.control.logs import ThrottledLogger
-from lightwam_ros.control.safety import SafetyFilter
 from lightwam_ros.control.sync import DropReason
 from lightwam_ros.replay.bags import BagReader
 from lightwam_ros.replay.latency import latency_model
@@ -79,44 +76,11 @@ def hold_intervals(ticks: list[TickRecord], origin_ns: int) -> list[dict[str, An
     return out
 
 
-def chunk_merges(requests: Sequence[Any], ticks: Sequence[TickRecord],
-                 cfg: PolicyConfig) -> tuple[list[tuple[int, int]], str]:
-    """(index of the tick that merged it, observation stamp) of every accepted chunk, in merge
-    order, and where that came from ("ticks" or "requests").
-
-    Exact when the tick records say which chunks each tick accepted (an ``accepted_stamps_ns``
-    field on TickRecord: the stamps of TickResult.chunks with outcome ACCEPTED). Until they do, it
-    is derived from the inference records by the scheduler's rules (control/scheduler.py,
-    ChunkScheduler.on_chunk, as the controller's _collect calls it): a result is collected at the
-    first tick at or after its ready time and merged at its ready time (the first tick's own time
-    for one ready before it), in ready order; it is accepted unless its stamp is not newer than the
-    last accepted one (out of order), every usable step has elapsed at the merge (expired), or the
-    safety filter refuses its usable rows. Not modelled: requests made void by a pause or a clock
-    jump, which offline replay of one bag never does."""
-    exact = [getattr(tk, "accepted_stamps_ns", None) for tk in ticks]
-    if ticks and all(e is not None for e in exact):
-        return [(i, int(s)) for i, e in enumerate(exact) for s in e], "ticks"
-    times = np.asarray([tk.t_ns for tk in ticks], dtype=np.int64)
-    check = SafetyFilter(cfg.safety, cfg.output.joint_names)
-    merges: list[tuple[int, int]] = []
-    last: int | None = None
-    for j in sorted(range(len(requests)), key=lambda j: (requests[j].ready_ns, j)):
-        r = requests[j]
-        chunk = r.chunk
-        i = int(np.searchsorted(times, r.ready_ns, side="left"))
-        if chunk is None or i >= len(times):
-            continue  # failed, or ready after the last tick: never merged
-        arrival = int(r.ready_ns) if i > 0 else int(times[0])
-        n = min(cfg.chunk.steps_limit(chunk.trained_steps), chunk.horizon)
-        if last is not None and chunk.stamp_ns <= last:
-            continue
-        if chunk.stamp_ns + (n - 1) * chunk.dt_ns < arrival:
-            continue
-        if check.check_chunk(np.asarray(chunk.actions[:n], dtype=np.float64)) is not None:
-            continue
-        merges.append((i, int(chunk.stamp_ns)))
-        last = chunk.stamp_ns
-    return merges, "requests"
+def chunk_merges(ticks: Sequence[TickRecord]) -> list[tuple[int, int]]:
+    """(index of the tick that merged it, observation stamp) of every chunk the controller accepted
+    into its plan, in merge order -- what the controller reported at each tick, so the handovers are
+    the scheduler's own decisions, not a re-derivation of them."""
+    return [(i, int(s)) for i, tk in enumerate(ticks) for s in tk.accepted_stamps_ns]
 
 
 def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: InputTopics, topics: OutputTopics,

@@ -8,9 +8,10 @@ and record what it publishes (~/action_chunk, the output topic, ~/debug/canvas, 
 OUT/outputs (MCAP):
 
 - offline (offline.py, simulation.py): the bridge's callbacks are called in bag order on the bag
-  clock (record times), no data goes over DDS, and inference is simulated with a fixed, deterministic
-  latency on the bag clock (default 0 = instantaneous: the chunk is merged at the next control tick
-  after the request). Deterministic: the same bag, profile and bundle give the same chunks.
+  clock (record times), no data goes over DDS, and inference is simulated with a deterministic
+  latency model on the bag clock (replay/latency.py: fixed `--latency`, uniform with
+  `--latency-jitter`, or drawn from `--latency-file`, seeded by `--seed`). Deterministic: the same
+  bag, profile, bundle and latency model give the same chunks.
 - live (live.py): the bag's inputs are published over real DDS as raw CDR with their original
   timing (scaled by --rate) and a simulated /clock, to a PolicyNode running in its own process
   with use_sim_time, exactly as `ros2 bag play --clock` would feed a robot's node.
@@ -177,14 +178,13 @@ def motion(options: ReplayOptions, cfg: PolicyConfig, extras: dict[str, Any], or
     if not ticks:
         return {"available": False, "reason": "no control ticks in the replay window"}
     names = cfg.output.joint_names
-    merges, source = chunk_merges(extras.get("requests") or [], ticks, cfg)
+    merges = chunk_merges(ticks)
     nan = np.full(len(names), np.nan)
     commands = np.stack([nan if tk.last_commanded is None else np.asarray(tk.last_commanded, dtype=np.float64)
                          for tk in ticks])
     report = motion_report(np.asarray([tk.t_ns for tk in ticks], dtype=np.int64), commands,
                            np.asarray([tk.hold is None for tk in ticks]), [i for i, _ in merges],
                            [s for _, s in merges], cfg.control_period_ns, names, origin_ns)
-    report["merges_from"] = source
     return report
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from lightwam_ros.config import PolicyConfig
 from lightwam_ros.control.controller import Clocks, Log, TickResult, Topics
 from lightwam_ros.control.safety import HoldReason
+from lightwam_ros.control.scheduler import ChunkOutcome
 from lightwam_ros.inference.pool import PoolResult
 from lightwam_ros.replay.latency import FixedLatency, LatencyModel
 from lightwam_ros.ros.assembly import LoadedPolicy, build_controller
@@ -144,6 +145,7 @@ class TickRecord:
     command: np.ndarray | None  # the command published this tick (a trajectory's first point), or None
     last_commanded: np.ndarray | None  # SafetyFilter.last_commanded after the tick
     queue_steps: int  # plan steps ahead
+    accepted_stamps_ns: tuple[int, ...] = ()  # observation stamps of the chunks merged into the plan this tick
 
 
 def _first_point(result: TickResult) -> np.ndarray | None:
@@ -204,8 +206,9 @@ class Simulation:
             return None
         result = self.bridge.on_tick()
         now = self.clock.now_ns
+        accepted = tuple(f.chunk.stamp_ns for f in result.chunks if f.outcome is ChunkOutcome.ACCEPTED)
         record = TickRecord(now, result.hold, _first_point(result), controller.safety.last_commanded,
-                            controller.scheduler.remaining_steps(now))
+                            controller.scheduler.remaining_steps(now), accepted)
         self.ticks.append(record)
         return record
 

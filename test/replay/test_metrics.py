@@ -1,5 +1,5 @@
 """Seam and motion metrics (replay/metrics.py) on hand-made tick sequences, and the derivation of
-chunk merges from inference records (replay/offline.py chunk_merges).
+chunk merges recorded per tick (replay/offline.py chunk_merges).
 
 The sequences are built so the expected figures are known in closed form: a linear ramp has the
 same step everywhere (seam ratio exactly 1), a quadratic has constant acceleration (jerk 0), and
@@ -169,32 +169,14 @@ def _chunk(stamp: int, value: float = 0.0, steps: int = 8) -> ActionChunk:
     return ActionChunk(actions=np.full((steps, 3), value, np.float32), stamp_ns=stamp, dt_ns=PERIOD, trained_steps=6)
 
 
-def test_chunk_merges_follow_the_scheduler_rules():
-    t = grid(40)
-    ticks = [Tk(int(x)) for x in t]
-    reqs = [
-        Req(int(t[0]) - 5, int(t[0]) - 5, _chunk(int(t[0]) - 10)),  # ready before the first tick: merged at it
-        Req(int(t[3]), int(t[5]) + 1, _chunk(int(t[3]))),  # collected at tick 6
-        Req(int(t[6]), int(t[6]) + 2, _chunk(int(t[2]))),  # stamp older than the last accepted: out of order
-        Req(int(t[8]), int(t[9]), None),  # failed
-        Req(int(t[9]), int(t[9]) + 3 * PERIOD + 1, _chunk(int(t[9]))),  # last usable step (3 * dt) elapsed
-        Req(int(t[14]), int(t[15]), _chunk(int(t[14]), value=5.0)),  # far beyond the limits: refused
-        Req(int(t[16]), int(t[17]), _chunk(int(t[16]))),  # accepted at exactly a tick
-        Req(int(t[38]), int(t[39]) + 1, _chunk(int(t[38]))),  # ready after the last tick
-    ]
-    merges, source = chunk_merges(reqs, ticks, _cfg())
-    assert source == "requests"
-    assert merges == [(0, int(t[0]) - 10), (6, int(t[3])), (17, int(t[16]))]
-
-
-def test_chunk_merges_prefer_exact_tick_records():
+def test_chunk_merges_are_the_ticks_that_accepted_chunks():
     @dataclass(frozen=True)
     class Exact:
         t_ns: int
         accepted_stamps_ns: tuple[int, ...] = ()
 
     ticks = [Exact(1), Exact(2, (7,)), Exact(3), Exact(4, (8, 9))]
-    assert chunk_merges([], ticks, _cfg()) == ([(1, 7), (3, 8), (3, 9)], "ticks")
+    assert chunk_merges(ticks) == [(1, 7), (3, 8), (3, 9)]
 
 
 def test_the_plot_marks_handovers(tmp_path):
