@@ -84,7 +84,7 @@ def test_console_scripts_installed_where_ros2_run_looks(colcon_install: Path) ->
 
 def test_installed_package_runs_and_finds_its_share_dir(colcon_install: Path) -> None:
     site = next(colcon_install.glob("lib/python3*/site-packages"))
-    assert (site / PKG / "node.py").is_file()
+    assert (site / PKG / "ros" / "node.py").is_file()  # the subpackages are installed too
     env = dict(os.environ, PYTHONPATH=str(site), AMENT_PREFIX_PATH=str(colcon_install))
     (colcon_install / "share" / PKG / "models" / "my_bundle").mkdir(exist_ok=True)  # a bundle copied there
     probe = ("import lightwam_ros, lightwam_ros.ros.launch_config as lc, lightwam_ros.config as c; "
