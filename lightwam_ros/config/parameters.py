@@ -193,10 +193,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "or output.hold_command; forward output only)", choices=tuple(a.value for a in ActionSpace)),
     ParamSpec("output.hold_command", _DA, [], "delta action space only: the neutral command published "
               "each control tick while holding in forward mode ([] = publish nothing)"),
-    ParamSpec("output.send_velocities", _B, False, "finite-difference velocities in the trajectory "
-              "(last = 0)", runtime=True),
+    ParamSpec("output.send_velocities", _B, False, "velocities in the trajectory points, so the JTC "
+              "interpolates with cubic splines: central differences of the limited points from where the "
+              "trajectory starts (last = 0)", runtime=True),
     ParamSpec("output.trajectory_steps", _I, 0, "points per JointTrajectory (0 = the remaining plan)",
               range=(0, 100000), runtime=True),
+    ParamSpec("output.trajectory_start_delay", _D, 0.0, "stamp each JointTrajectory this far in the "
+              "future on the node clock (header.stamp = now + delay, points = the plan from then on), so the "
+              "JTC reaches its first point at a known time whatever the delivery delay; must exceed that delay "
+              "and the JTC must run on the same clock (use_sim_time alike); 0 = header.stamp 0, start on "
+              "arrival [s]", range=(0.0, 1.0), runtime=True),
     ParamSpec("safety.position_min", _DA, None, "lower position limit per action dim", required=True,
               runtime=True),
     ParamSpec("safety.position_max", _DA, None, "upper position limit per action dim", required=True,

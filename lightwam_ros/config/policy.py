@@ -193,12 +193,16 @@ class OutputConfig:
     trajectory_steps: int = 0  # 0 = the whole remaining plan
     action_space: ActionSpace = ActionSpace.POSITION
     hold_command: tuple[float, ...] = ()  # delta only: neutral command while holding (() = none)
+    trajectory_start_delay_ns: int = 0  # JointTrajectory header.stamp = now + this (0: stamp 0, on arrival)
 
     def __post_init__(self) -> None:
         _check_topic("output.topic", self.topic)
         _check_unique("output.joint_names", self.joint_names)
         if self.trajectory_steps < 0:
             raise ConfigError("output.trajectory_steps", f"must be >= 0, got {self.trajectory_steps}")
+        if self.trajectory_start_delay_ns < 0:
+            raise ConfigError("output.trajectory_start_delay",
+                              f"must be >= 0 s, got {self.trajectory_start_delay_ns / 1e9} s")
         if self.action_space is ActionSpace.DELTA and self.mode is OutputMode.JOINT_TRAJECTORY:
             raise ConfigError("output.action_space", "delta actions cannot be sent as a JointTrajectory "
                                                      "(its points are positions); use output.mode forward")
@@ -355,7 +359,7 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
         output=OutputConfig(OutputMode(p["output.mode"]), p["output.topic"],
                             tuple(p["output.joint_names"]) or joint_names, p["output.send_velocities"],
                             p["output.trajectory_steps"], ActionSpace(p["output.action_space"]),
-                            tuple(p["output.hold_command"])),
+                            tuple(p["output.hold_command"]), _s_to_ns(p["output.trajectory_start_delay"])),
         safety=SafetyConfig(tuple(p["safety.position_min"]), tuple(p["safety.position_max"]),
                             tuple(p["safety.max_step"]), p["safety.refuse_margin"]),
         canvas_rate_hz=p["debug.canvas_rate_hz"], diagnostics_rate_hz=p["diagnostics.rate_hz"],

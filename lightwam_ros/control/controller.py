@@ -28,7 +28,10 @@ line per REPEAT_LOG_PERIOD_S with the count; after refusals in a row the next re
 (``backoff_ns``, chunk.refusal_backoff_max) and from chunk.refusal_error_count in a row the control
 status is ERROR naming what to check; an accepted chunk ends all of it at once.
 Commands are ``ForwardCommand`` (one position/delta vector) or ``TrajectoryCommand`` (points
-``dt_ns`` apart, the first one ``dt_ns`` after arrival).
+``dt_ns`` apart, the first one ``dt_ns`` after the start: the arrival, or the stamp
+output.trajectory_start_delay ahead on the node clock; with output.send_velocities, velocities
+that continue the motion across handovers -- docs/design.md, "JointTrajectoryController
+conventions").
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from lightwam_ros.config import BundleInfo, OutputMode, PolicyConfig
 from lightwam_ros.control.diagnostics import Diagnostics, DiagnosticsInput
 from lightwam_ros.control.instruction import InstructionGate, InstructionSource, clipped
 from lightwam_ros.control.joint_input import JointStateInput
+from lightwam_ros.control.jtc_spline import Knot, knot_velocities, sample
 from lightwam_ros.control.safety import HoldReason, SafetyFilter, hold_reason
 from lightwam_ros.control.scheduler import ChunkOutcome, ChunkScheduler
 from lightwam_ros.control.sync import FrameSync
@@ -119,11 +123,15 @@ class ForwardCommand:
 
 @dataclass(frozen=True)
 class TrajectoryCommand:
-    """A JointTrajectory: ``points[k]`` at (k + 1) * dt_ns after arrival."""
+    """A JointTrajectory: ``points[k]`` at (k + 1) * dt_ns after its start, which is ``stamp_ns`` on
+    the node clock, or the arrival at the controller when ``stamp_ns`` is 0 (header.stamp 0).
+    ``velocities`` [m, A] (None: positions only, the JTC interpolates linearly) are those of the
+    limited points, the last 0 (jtc_spline.knot_velocities)."""
 
     points: np.ndarray
     dt_ns: int
-    velocities: bool = False
+    velocities: np.ndarray | None = None
+    stamp_ns: int = 0
 
 
 Command = ForwardCommand | TrajectoryCommand
@@ -240,6 +248,9 @@ class PolicyController:
         self.refusals = RepeatedFault("chunk refused", period)
         self.failures = RepeatedFault("inference failed", period)
         self._retry_at_ns: int | None = None  # no inference request before this (refusal back-off)
+        # The last trajectory sent while following, as the JTC executes it: knot times on the node
+        # clock (the first: where it started from, when it was sent) and knots (_executing).
+        self._sent: tuple[np.ndarray, list[Knot]] | None = None
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -538,6 +549,12 @@ class PolicyController:
             # step later, so after a silence the reference is the measured position itself (a
             # step taken now would let the first point be two steps away).
             command = self.safety.anchor(measured)
+        elif out.mode is OutputMode.JOINT_TRAJECTORY and resend and self.following and self._sent is not None:
+            # A new plan merged while the JTC executes the last trajectory: the new one starts from
+            # where that one has the JTC now. A step toward the new plan would already have moved
+            # the reference by up to max_step that the JTC never receives, and the first point,
+            # capped from it, would then be up to two steps (and a reversal) from the JTC's position.
+            command = self.safety.track(self._executing(now))
         else:
             command = self.safety.step(action, measured)
         if command is None:
@@ -546,15 +563,48 @@ class PolicyController:
         if out.mode is OutputMode.FORWARD:
             return True, ForwardCommand(command)
         if out.mode is OutputMode.JOINT_TRAJECTORY and resend:
-            points = self.scheduler.upcoming(now, out.trajectory_steps)
-            if len(points) == 0:
-                points = command[None]
-            dt = self.scheduler.dt_ns or self.config.control_period_ns
-            limited = self.safety.limit_trajectory(points, dt, self.config.control_period_ns, measured)
-            if limited is not None:
+            trajectory = self._trajectory(command, now, measured)
+            if trajectory is not None:
                 self.trajectories_published += 1
-                return True, TrajectoryCommand(limited, dt, out.send_velocities)
+                return True, trajectory
         return True, None
+
+    def _trajectory(self, command: np.ndarray, now: int, measured: np.ndarray | None) -> TrajectoryCommand | None:
+        """The plan from its start on as a JointTrajectory, limited like the per-tick commands.
+
+        The start is now (header.stamp 0: the JTC starts it on arrival) or now +
+        output.trajectory_start_delay (header.stamp on the node clock). Row 0 of what is limited is
+        the plan at the start -- capped from this tick's command over the delay, so with no delay it
+        *is* this tick's command: where the trajectory starts from -- and rows 1.. are the points,
+        dt apart. The velocities are central differences over all rows (jtc_spline.knot_velocities),
+        so the first point's velocity continues the motion the JTC is executing when it takes the
+        new trajectory over, and they come from the limited rows, so they obey the same cap."""
+        out = self.config.output
+        dt = self.scheduler.dt_ns or self.config.control_period_ns
+        delay = out.trajectory_start_delay_ns
+        start = now + delay
+        # upcoming(t) samples t + (k + 1) * dt: from start - dt, row k is the plan at start + k * dt.
+        rows = self.scheduler.upcoming(start - dt, out.trajectory_steps + 1 if out.trajectory_steps else 0)
+        if len(rows) < 2:  # the plan ends within a step of the start: hold where the command is
+            rows = np.stack([command, command])
+        limited = self.safety.limit_trajectory(rows, dt, self.config.control_period_ns, measured, first_dt_ns=delay)
+        if limited is None:
+            return None
+        anchor, points = limited[0], limited[1:]
+        velocities = knot_velocities(anchor, points, dt) if out.send_velocities else None
+        times = np.concatenate(([now], start + dt * np.arange(1, len(points) + 1, dtype=np.int64)))
+        per_point = velocities if velocities is not None else [None] * len(points)
+        knots = [Knot(command)] + [Knot(p, v) for p, v in zip(points, per_point)]
+        self._sent = (times, knots)
+        return TrajectoryCommand(points, dt, velocities, start if delay > 0 else 0)
+
+    def _executing(self, now: int) -> np.ndarray:
+        """Where the JTC is at ``now`` on the last trajectory sent: its points at their times (the
+        stamp, or the send time standing for the arrival), from where it started at the send time
+        -- that first segment linear, the JTC's own starting velocity being unknown here; the others
+        the JTC's spline. Ticks fall on the points when the control period is the action period."""
+        times, knots = self._sent
+        return sample(times, knots, now)
 
     def _hold_tick(self, reason: HoldReason) -> Command | None:
         """One hold tick. Position actions: forward mode repeats the last command every tick (the

@@ -6,11 +6,12 @@ API
 - ``SafetyFilter(config: SafetyConfig, joint_names)``
 - ``check_chunk(actions [n, A]) -> str | None`` -- None if the rows may run, else why refused.
 - ``step(target [A], measured=None) -> np.ndarray | None`` -- clamp + cap, becomes the last command;
-  ``anchor(measured)`` -- the reference itself becomes the command (a trajectory's start).
+  ``anchor(measured)`` -- the reference itself becomes the command (a trajectory's start);
+  ``track(position)`` -- where the trajectory executor is becomes the command (a handover's start).
 - ``hold(reason, measured=None) -> np.ndarray | None`` -- the position to hold (never zeros), to be
   published; ``hold_with(reason, command)`` -- a configured neutral command is published instead;
   ``silent(reason)`` -- nothing is published this tick.
-- ``limit_trajectory(points [m, A], dt_ns, control_period_ns, measured=None) -> np.ndarray | None``
+- ``limit_trajectory(points [m, A], dt_ns, control_period_ns, measured=None, first_dt_ns=None) -> np.ndarray | None``
 - ``last_commanded``, ``reset()``, ``reconfigure(config)``, ``stats()``
 
 Clamp or refuse: a model output slightly beyond a joint limit is normal near the edge of the
@@ -204,6 +205,19 @@ class SafetyFilter:
         self._last = ref.copy()
         return ref.copy()
 
+    def track(self, position: np.ndarray | Sequence[float]) -> np.ndarray | None:
+        """The executor is at ``position`` -- a point on a trajectory this filter limited, where a
+        JointTrajectoryController executing it is now -- so that is the last command: the next
+        step, and a trajectory sent now, are capped from there. Why not from this tick's step: a
+        new plan merged this tick would already have moved the command toward it, by up to
+        max_step, and the executor never receives that step. None (nothing recorded) if not finite."""
+        v = self._vector(position, "position")
+        if not np.isfinite(v).all():
+            self._counts["non_finite"] += 1
+            return None
+        self._last = v.copy()
+        return v.copy()
+
     def hold_with(self, reason: HoldReason, command: np.ndarray | Sequence[float]) -> np.ndarray:
         """A hold that publishes a configured neutral command (delta action spaces): it becomes
         the last command, so the first step after it is capped from it."""
@@ -218,22 +232,30 @@ class SafetyFilter:
         self._last = None
 
     def limit_trajectory(self, points: np.ndarray, dt_ns: int, control_period_ns: int,
-                         measured: np.ndarray | Sequence[float] | None = None) -> np.ndarray | None:
+                         measured: np.ndarray | Sequence[float] | None = None,
+                         first_dt_ns: int | None = None) -> np.ndarray | None:
         """Clamp a trajectory and cap each point's change from the previous one (the first from the
         last command or ``measured``) at max_step * dt / control period, i.e. the same speed bound
-        as per-tick streaming. Does not change the last command (the per-tick step() tracks what the
-        controller is executing). None without a reference position."""
+        as per-tick streaming. ``first_dt_ns`` (default dt_ns) is the time from the reference to the
+        first point: the controller samples the plan from a later start (output.trajectory_start_delay)
+        and passes that delay with the plan's value at the start as the first row -- with 0 that row
+        is the reference itself. Does not change the last command (the per-tick step() tracks what
+        the controller is executing). None without a reference position."""
         p = np.asarray(points, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(self._names):
             raise ValueError(f"trajectory must be [m, {len(self._names)}], got {p.shape}")
         ref = self._reference(measured)
         if ref is None or not np.isfinite(p).all():
             return None
+        first = dt_ns if first_dt_ns is None else first_dt_ns
+        if first < 0:
+            raise ValueError(f"first_dt_ns must be >= 0, got {first}")
         cap = self._cap * (dt_ns / control_period_ns)
         out = np.empty_like(p)
         prev = ref
         for k, row in enumerate(np.clip(p, self._lo, self._hi)):
-            prev = prev + np.clip(row - prev, -cap, cap)
+            step = cap if k else self._cap * (first / control_period_ns)
+            prev = prev + np.clip(row - prev, -step, step)
             out[k] = prev
         return out
 

@@ -7,15 +7,19 @@ Nothing here is a mock of the node: the replay library (lightwam_ros.replay.runn
 real `policy_node` with the `demo` profile and publishes the bag over Fast DDS with its original
 timing; it records what the node publishes into an MCAP bag. The executor stand-in below then plays
 the JointTrajectoryController's part on those trajectories, in arrival order and at their arrival
-times: it checks what a JTC would reject or what would make a robot jerk (joint names, a non-zero
-start stamp, non-increasing time_from_start, positions outside the limits, steps above the rate cap,
-seams between successive trajectories) and integrates the commands the way a JTC executes them
-(each new trajectory replaces the old one at arrival; linear interpolation from the current position
-into point 0 at its time_from_start, then point to point). The executed track is what the plot shows.
+times: it checks what a JTC would reject or what would make a robot jerk (joint names, a start stamp
+whose first point has passed at arrival, non-increasing time_from_start, positions outside the limits,
+steps and velocities above the rate cap, seams between successive trajectories) and executes the
+commands the way a JTC does (each new trajectory replaces the old one at arrival and bridges from the
+state there into point 0; the JTC's spline between points: linear with positions only, cubic with
+velocities, quintic with accelerations -- control/jtc_spline.py). At every handover it reports the
+velocity jump (and, for trajectories with velocities, how far the first point's velocity is from the
+motion it replaces). The executed track is what the plot shows.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from lightwam_ros.control.jtc_spline import Knot, Segment
 from lightwam_ros.control.latency_advice import ChunkTiming, advise
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,11 @@ class ExecutorLimits:
     # replacing the plan without the rate cap) is many periods.
     seam_slack_periods: float = 4.0
     tolerance: float = 1e-9
+    # Largest velocity jump allowed where a multi-point trajectory takes over, in speed caps
+    # (max_step per control period); None: reported, never a violation. Not set by default: with
+    # positions only (the demo profile) the JTC interpolates linearly and the velocity jumps at every
+    # point, handovers included, by design.
+    velocity_jump_limit: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> ExecutorLimits:
@@ -68,6 +78,25 @@ class ExecutorLimits:
         return cls(tuple(cfg.output.joint_names), np.asarray(cfg.safety.position_min, float),
                    np.asarray(cfg.safety.position_max, float), np.asarray(cfg.safety.max_step, float),
                    cfg.control_period_ns)
+
+    @property
+    def speed_cap(self) -> np.ndarray:
+        """[A] the rate cap as a speed (units/s): max_step per control period."""
+        return self.max_step / (self.control_period_ns / 1e9)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One trajectory taking over from the motion in progress: how much the velocity jumps there
+    (max over joints, in speed caps), and for a trajectory with velocities how far its first point's
+    velocity is from the velocity the replaced motion had at that point's time (None when that
+    time is in the replaced trajectory's last segment or after it, where it only comes to rest)."""
+
+    arrival_ns: int
+    points: int
+    kind: str  # the spline of the bridge segment from the state at arrival into point 0
+    velocity_jump: float
+    first_velocity_mismatch: float | None
 
 
 @dataclass
@@ -79,46 +108,86 @@ class ExecutorReport:
     violations: list[str] = field(default_factory=list)
     max_seam_jump_periods: float = 0.0  # max over seams of |p0 - q(arrival)| / max_step, in periods
     max_point_step_ratio: float = 0.0  # max |p[k+1] - p[k]| / (max_step * dt / period)
+    max_point_velocity_ratio: float = 0.0  # max |velocity of a point| / speed cap
+    max_spline_speed_ratio: float = 0.0  # max speed of any segment received (bridge included) / speed cap
+    switches: list[Switch] = field(default_factory=list)  # every trajectory received while one was executed
+
+    def plan_switches(self) -> list[Switch]:
+        """Handovers between plans: a hold (one point) is a stop, its velocity drop is the point."""
+        return [w for w in self.switches if w.points > 1]
 
     def to_dict(self) -> dict[str, Any]:
+        plans = self.plan_switches()
+        mismatch = [w.first_velocity_mismatch for w in plans if w.first_velocity_mismatch is not None]
         return {"trajectories": self.trajectories, "plan_trajectories": self.plan_trajectories,
                 "hold_trajectories": self.hold_trajectories, "points": self.points,
                 "violations": len(self.violations), "first_violations": self.violations[:10],
                 "max_seam_jump_periods": round(self.max_seam_jump_periods, 4),
-                "max_point_step_ratio": round(self.max_point_step_ratio, 4)}
+                "max_point_step_ratio": round(self.max_point_step_ratio, 4),
+                "max_point_velocity_ratio": round(self.max_point_velocity_ratio, 4),
+                "max_spline_speed_ratio": round(self.max_spline_speed_ratio, 4),
+                "handovers": len(plans),
+                "max_velocity_jump": round(max((w.velocity_jump for w in plans), default=0.0), 4),
+                "max_first_velocity_mismatch": round(max(mismatch), 4) if mismatch else None}
 
 
 class TrajectoryExecutor:
-    """Stand-in for a ros2_control JointTrajectoryController (see the module doc)."""
+    """Stand-in for a ros2_control JointTrajectoryController (see the module doc).
+
+    Execution is the JTC's ``splines`` interpolation (control/jtc_spline.py): each new trajectory
+    replaces the executing one when it arrives, starting from the state it was commanding there
+    (position, velocity, acceleration) -- the JTC with ``open_loop_control`` (Humble) or
+    ``interpolate_from_desired_state`` (Jazzy and later), or one whose robot reports velocities and
+    tracks its command -- with the spline the point's fields select into point 0 at start +
+    time_from_start, start being header.stamp, or the arrival when the stamp is 0. A stamp in the
+    future does not delay the takeover (those releases replace at once and bridge to the first point);
+    one whose first point has already passed at arrival would start mid-trajectory, and one that ends
+    before arrival is rejected: both are violations. After the last point the robot holds it."""
 
     def __init__(self, limits: ExecutorLimits):
         self.limits = limits
         self.report = ExecutorReport()
-        self._t: list[int] = []  # executed knots: times (ns), strictly increasing
-        self._q: list[np.ndarray] = []
+        self._starts: list[int] = []  # executed pieces: start times (ns), strictly increasing;
+        self._segments: list[Segment] = []  # each runs until the next one starts, the last then holds
+
+    def _piece(self, t_ns: int, left: bool) -> int:
+        """Index of the piece executing at t_ns (``left``: just before it), -1 before the first."""
+        return (bisect.bisect_left if left else bisect.bisect_right)(self._starts, t_ns) - 1
+
+    def state(self, t_ns: int, left: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(position, velocity, acceleration) commanded at t_ns (``left``: the limit from before,
+        what was being executed up to an instant where a new piece starts); None before the first
+        trajectory. Before the first piece: its start; after the last one ends: its end, at rest."""
+        if not self._segments:
+            return None
+        i = max(0, self._piece(t_ns, left))
+        seg = self._segments[i]
+        if i == len(self._segments) - 1 and t_ns >= seg.end_ns:
+            rest = np.zeros_like(seg.b.positions)
+            return seg.b.positions.copy(), rest, rest.copy()
+        return seg.at(t_ns)
 
     def position(self, t_ns: int) -> np.ndarray | None:
         """Executed position at t_ns (None before the first trajectory)."""
-        if not self._t:
-            return None
-        t = np.asarray(self._t, dtype=np.int64)
-        if t_ns <= t[0]:
-            return self._q[0].copy()
-        if t_ns >= t[-1]:
-            return self._q[-1].copy()
-        i = int(np.searchsorted(t, t_ns, side="right")) - 1
-        a = (t_ns - t[i]) / (t[i + 1] - t[i])
-        return self._q[i] + a * (self._q[i + 1] - self._q[i])
+        s = self.state(t_ns)
+        return None if s is None else s[0]
+
+    def velocity(self, t_ns: int) -> np.ndarray | None:
+        """Executed velocity at t_ns (units/s; None before the first trajectory)."""
+        s = self.state(t_ns)
+        return None if s is None else s[1]
 
     def receive(self, arrival_ns: int, joint_names: Sequence[str], stamp_ns: int, times_ns: np.ndarray,
-                positions: np.ndarray, measured: np.ndarray | None = None) -> list[str]:
+                positions: np.ndarray, measured: np.ndarray | None = None,
+                velocities: np.ndarray | None = None, accelerations: np.ndarray | None = None) -> list[str]:
         """Check one JointTrajectory and execute it from arrival_ns; returns this message's violations.
 
         ``measured``: the joint positions the node was last given (in output order). After a hold
         the node starts a trajectory from the measured position -- nobody commanded the robot
         meanwhile, so that is where it is. On a robot the measured and the executed positions are
         the same; in the demo the joint states come from the recorded bag (open loop), not from
-        this stand-in, so a seam counts as continuous with either of them."""
+        this stand-in, so a seam counts as continuous with either of them.
+        ``velocities`` / ``accelerations`` [n, A]: the points' fields when the message has them."""
         lim, tol = self.limits, self.limits.tolerance
         rep = self.report
         rep.trajectories += 1
@@ -132,17 +201,29 @@ class TrajectoryExecutor:
         bad: list[str] = []
         if tuple(joint_names) != lim.joint_names:
             bad.append(f"{where}: joint_names {list(joint_names)} != {list(lim.joint_names)}")
-        if stamp_ns != 0:
-            bad.append(f"{where}: header.stamp {stamp_ns} ns is not 0 (start on arrival)")
         p = np.asarray(positions, dtype=np.float64)
         if n == 0:
             bad.append(f"{where}: no points")
         elif p.shape != (n, len(lim.joint_names)):
             bad.append(f"{where}: positions shape {p.shape}, expected ({n}, {len(lim.joint_names)})")
+        derivatives = {}
+        for name, d in (("velocities", velocities), ("accelerations", accelerations)):
+            if d is not None:
+                d = np.asarray(d, dtype=np.float64)
+                if d.shape != p.shape or not np.isfinite(d).all():
+                    bad.append(f"{where}: {name} shape {d.shape} or values do not match the positions {p.shape}")
+                derivatives[name] = d
         if bad:
             rep.violations += bad
             return bad
         t = np.asarray(times_ns, dtype=np.int64)
+        start = stamp_ns if stamp_ns != 0 else arrival_ns
+        if stamp_ns != 0 and start + t[-1] < arrival_ns:
+            bad.append(f"{where}: header.stamp {stamp_ns / 1e9:.3f} s: the trajectory ends before it arrives "
+                       "(a JTC rejects it)")
+        elif stamp_ns != 0 and start + t[0] <= arrival_ns:
+            bad.append(f"{where}: header.stamp {stamp_ns / 1e9:.3f} s: the first point was due "
+                       f"{(arrival_ns - start - t[0]) / 1e6:.1f} ms before arrival (the JTC starts mid-trajectory)")
         times_ok = t[0] > 0 and bool(np.all(np.diff(t) > 0))
         if not times_ok:
             bad.append(f"{where}: time_from_start not strictly increasing from > 0: {(t[:4] / 1e9).tolist()}...")
@@ -162,36 +243,69 @@ class TrajectoryExecutor:
                     k, d = map(int, np.unravel_index(int(np.argmax(ratio)), ratio.shape))
                     bad.append(f"{where}: step {k}->{k + 1} of joint '{lim.joint_names[d]}' is "
                                f"{ratio[k, d]:.2f} x the rate cap")
+            if "velocities" in derivatives:
+                ratio = np.abs(derivatives["velocities"]) / lim.speed_cap
+                rep.max_point_velocity_ratio = max(rep.max_point_velocity_ratio, float(ratio.max()))
+                if ratio.max() > 1 + 1e-6:
+                    k, d = map(int, np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+                    bad.append(f"{where}: velocity of joint '{lim.joint_names[d]}' at point {k} is "
+                               f"{ratio[k, d]:.2f} x the rate cap")
             here = self.position(arrival_ns)
             if here is not None:
                 periods = float(np.max(np.abs(p[0] - here) / lim.max_step))
                 if measured is not None:
                     periods = min(periods, float(np.max(np.abs(p[0] - measured) / lim.max_step)))
                 rep.max_seam_jump_periods = max(rep.max_seam_jump_periods, periods)
-                allowed = t[0] / lim.control_period_ns + lim.seam_slack_periods
+                allowed = (start + t[0] - arrival_ns) / lim.control_period_ns + lim.seam_slack_periods
                 if periods > allowed + 1e-6:
                     bad.append(f"{where}: seam jump of {periods:.2f} periods of max_step into point 0 "
                                f"(allowed {allowed:.2f})")
-        rep.violations += bad
         if not bad:
-            self._execute(arrival_ns, t, p)
+            knots = [Knot(p[k], derivatives["velocities"][k] if "velocities" in derivatives else None,
+                          derivatives["accelerations"][k] if "accelerations" in derivatives else None)
+                     for k in range(n)]
+            bad += self._execute(where, arrival_ns, start + t, knots)
+        rep.violations += bad
         return bad
 
-    def _execute(self, arrival_ns: int, t: np.ndarray, p: np.ndarray) -> None:
-        start = self.position(arrival_ns)
-        keep = int(np.searchsorted(np.asarray(self._t, dtype=np.int64), arrival_ns, side="left")) if self._t else 0
-        del self._t[keep:], self._q[keep:]  # the new trajectory replaces the rest of the old one
-        self._t.append(int(arrival_ns))
-        self._q.append(p[0].copy() if start is None else start)
-        for tk, pk in zip(t, p):
-            self._t.append(int(arrival_ns + tk))
-            self._q.append(pk.copy())
+    def _execute(self, where: str, arrival_ns: int, at_ns: np.ndarray, knots: list[Knot]) -> list[str]:
+        """Replace the motion from arrival on (the JTC's switch); record the switch; returns the
+        velocity-jump violation if one is configured and exceeded."""
+        lim = self.limits
+        before = self.state(arrival_ns, left=True)
+        if before is None:  # nothing executed yet: the robot is at the first point, at rest
+            rest = np.zeros_like(knots[0].positions)
+            before = (knots[0].positions.copy(), rest, rest.copy())
+        mismatch = None
+        # What the replaced motion would have had at point 0's time -- unless that is in its last
+        # segment or past it, where it only decelerates to its final point at rest.
+        if knots[0].velocities is not None and self._segments and at_ns[0] <= self._segments[-1].start_ns:
+            old = self.state(int(at_ns[0]))
+            mismatch = float(np.max(np.abs(knots[0].velocities - old[1]) / lim.speed_cap))
+        keep = self._piece(arrival_ns, left=True) + 1  # pieces that started before the arrival
+        del self._starts[keep:], self._segments[keep:]
+        first = Knot(*before)
+        new = [Segment(arrival_ns, int(at_ns[0]), first, knots[0])]
+        new += [Segment(int(at_ns[k]), int(at_ns[k + 1]), knots[k], knots[k + 1]) for k in range(len(knots) - 1)]
+        for seg in new:
+            self._starts.append(seg.start_ns)
+            self._segments.append(seg)
+            ratio = float(np.max(seg.max_speed() / lim.speed_cap))
+            self.report.max_spline_speed_ratio = max(self.report.max_spline_speed_ratio, ratio)
+        bad: list[str] = []
+        if keep:  # a switch: the velocity right after the takeover against the one just before it
+            jump = float(np.max(np.abs(new[0].at(arrival_ns)[1] - before[1]) / lim.speed_cap))
+            self.report.switches.append(Switch(arrival_ns, len(knots), new[0].kind.value, jump, mismatch))
+            if len(knots) > 1 and lim.velocity_jump_limit is not None and jump > lim.velocity_jump_limit + 1e-9:
+                bad.append(f"{where}: the velocity jumps by {jump:.2f} speed caps where it takes over "
+                           f"({new[0].kind.value} into point 0; allowed {lim.velocity_jump_limit:.2f})")
+        return bad
 
     def executed(self, start_ns: int, stop_ns: int, period_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """The executed track sampled every period_ns in [start_ns, stop_ns): (times [N], positions [N, A])."""
-        if not self._t:
+        if not self._segments:
             return np.zeros(0, np.int64), np.zeros((0, len(self.limits.joint_names)))
-        first = max(start_ns, self._t[0])
+        first = max(start_ns, self._starts[0])
         times = np.arange(first, stop_ns, period_ns, dtype=np.int64)
         return times, np.stack([self.position(int(x)) for x in times]) if len(times) else \
             np.zeros((0, len(self.limits.joint_names)))
@@ -242,8 +356,13 @@ def execute_recorded(output_bag: Path, topic: str, limits: ExecutorLimits,
             if joint_states is not None and len(joint_states[0]):
                 k = int(np.searchsorted(joint_states[0], m.log_ns, side="right")) - 1
                 measured = joint_states[1][k] if k >= 0 else None
+            fields = {}
+            for name in ("velocities", "accelerations"):  # a field given for every point (else: not given)
+                rows = [list(getattr(pt, name)) for pt in msg.points]
+                if rows and all(rows):
+                    fields[name] = np.array(rows, dtype=np.float64)
             executor.receive(m.log_ns, list(msg.joint_names), time_to_ns(msg.header.stamp), times,
-                             positions.reshape(len(times), -1), measured)
+                             positions.reshape(len(times), -1), measured, **fields)
     return executor
 
 
@@ -765,6 +884,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
                      f"first chunk ({100 * after['fraction']:.0f} %){rest}")
     lines.append(f"executor stand-in: {ex['plan_trajectories']} trajectories + {ex['hold_trajectories']} holds, "
                  f"{ex['violations']} violations, max seam {ex['max_seam_jump_periods']:.2f} periods of max_step")
+    if ex.get("handovers"):
+        lines.append(f"  handovers: {ex['handovers']}, max velocity jump {ex['max_velocity_jump']:.2f} speed caps"
+                     + ("" if ex.get("max_first_velocity_mismatch") is None else
+                        f", first-point velocity off the replaced motion by at most "
+                        f"{ex['max_first_velocity_mismatch']:.2f}"))
     for v in ex["first_violations"]:
         lines.append(f"  violation: {v}")
     out = summary["outputs"]

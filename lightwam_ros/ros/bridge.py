@@ -53,7 +53,7 @@ def command_message(command: Command, joint_names: Any) -> Any:
     if isinstance(command, ForwardCommand):
         return forward_command(command.values)
     assert isinstance(command, TrajectoryCommand)
-    return joint_trajectory(joint_names, command.points, command.dt_ns, command.velocities)
+    return joint_trajectory(joint_names, command.points, command.dt_ns, command.velocities, command.stamp_ns)
 
 
 class PolicyBridge:

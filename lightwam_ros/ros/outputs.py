@@ -1,8 +1,9 @@
 """Message builders for the output adapters (no rclpy node APIs: plain message classes).
 
 API
-- ``joint_trajectory(joint_names, positions [m, A], dt_ns, send_velocities=False) -> JointTrajectory``
-  -- for a JointTrajectoryController: header.stamp 0, point k at time_from_start (k+1)*dt.
+- ``joint_trajectory(joint_names, positions [m, A], dt_ns, velocities [m, A] | None = None, stamp_ns=0)
+  -> JointTrajectory`` -- for a JointTrajectoryController: point k at time_from_start (k+1)*dt after
+  header.stamp (0: start on arrival).
 - ``forward_command(position [A]) -> Float64MultiArray`` -- one control tick for a forward controller.
 - ``action_chunk_msg(chunk, joint_names) -> JointTrajectory`` -- the raw chunk on ~/action_chunk.
 - ``action_chunk_from_msg(msg) -> (stamp_ns, dt_ns | None, actions float32 [n, A], joint_names)``
@@ -11,10 +12,12 @@ API
 - ``ns_to_duration(ns) -> Duration``, ``duration_to_ns(d) -> int`` (stamps: images.ns_to_time/time_to_ns)
 
 JointTrajectory for a JTC (docs/design.md, "JointTrajectoryController conventions"): stamp 0 means
-"start on arrival"; point k at (k+1)*dt lets the controller bridge from the current state into the first
-point; times strictly increase.
-Velocities (optional) turn on cubic interpolation: central differences inside, a one-sided
-difference at the first point, and 0 at the last (Jazzy rejects a non-zero final velocity).
+"start on arrival", a non-zero stamp (output.trajectory_start_delay) is the start on the node clock;
+point k at (k+1)*dt lets the controller bridge from the current state into the first point; times
+strictly increase. Velocities (optional) turn on cubic interpolation; the controller computes them
+(control/jtc_spline.knot_velocities: from the limited points and where the trajectory starts, which
+only it knows), and this builder only checks them: one per point and joint, finite, the last 0 (a
+Jazzy JTC rejects a trajectory that ends in motion by default).
 
 ~/action_chunk is a trajectory_msgs/JointTrajectory, not a Float32MultiArray, because the chunk is
 meaningless without its observation stamp and a MultiArray has no header: header.stamp = the
@@ -75,27 +78,28 @@ def _trajectory(joint_names: Sequence[str], p: np.ndarray, times_ns: Sequence[in
     return msg
 
 
-def finite_difference_velocities(p: np.ndarray, dt_ns: int) -> np.ndarray:
-    """[m, A] positions at dt spacing -> velocities: one-sided at the first point, central inside,
-    exactly 0 at the last."""
-    v = np.zeros_like(p, dtype=np.float64)  # the last row stays 0
-    dt = dt_ns / 1e9
-    if len(p) >= 2:
-        v[0] = (p[1] - p[0]) / dt
-        v[1:-1] = (p[2:] - p[:-2]) / (2 * dt)
-    return v
-
-
 def joint_trajectory(joint_names: Sequence[str], positions: np.ndarray, dt_ns: int,
-                     send_velocities: bool = False) -> JointTrajectory:
-    """JTC trajectory: header.stamp 0, point k at time_from_start (k+1)*dt_ns (see module doc)."""
+                     velocities: np.ndarray | None = None, stamp_ns: int = 0) -> JointTrajectory:
+    """JTC trajectory: point k at time_from_start (k+1)*dt_ns after header.stamp ``stamp_ns``
+    (0: start on arrival), with ``velocities`` [m, A] when given (see module doc)."""
     if dt_ns <= 0:
         raise ValueError(f"dt_ns must be > 0, got {dt_ns}")
+    if stamp_ns < 0:
+        raise ValueError(f"stamp_ns must be >= 0 (0: start on arrival), got {stamp_ns}")
     p = _positions(positions, joint_names)
     if len(p) == 0:
         raise ValueError("a JointTrajectory for a controller needs at least one point")
-    v = finite_difference_velocities(p, dt_ns) if send_velocities else None
-    return _trajectory(joint_names, p, [(k + 1) * dt_ns for k in range(len(p))], v, 0)
+    v = None
+    if velocities is not None:
+        v = np.asarray(velocities, dtype=np.float64)
+        if v.shape != p.shape:
+            raise ValueError(f"velocities must have the positions' shape {p.shape}, got {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError("velocities must be finite")
+        if np.any(v[-1] != 0.0):
+            raise ValueError(f"the last point's velocities must be 0 (a JTC may reject a trajectory that ends "
+                             f"in motion), got {v[-1].tolist()}")
+    return _trajectory(joint_names, p, [(k + 1) * dt_ns for k in range(len(p))], v, stamp_ns)
 
 
 def forward_command(position: np.ndarray) -> Float64MultiArray:

@@ -63,6 +63,7 @@ PARAMETER_TABLE = [
     ("chunk.refusal_error_count", "INTEGER", 3), ("output.mode", "STRING", "joint_trajectory"),
     ("output.topic", "STRING", "joint_trajectory"), ("output.joint_names", "STRING_ARRAY", []),
     ("output.send_velocities", "BOOL", False), ("output.trajectory_steps", "INTEGER", 0),
+    ("output.trajectory_start_delay", "DOUBLE", 0.0),
     ("safety.position_min", "DOUBLE_ARRAY", None), ("safety.position_max", "DOUBLE_ARRAY", None),
     ("safety.max_step", "DOUBLE_ARRAY", None), ("debug.canvas_rate_hz", "DOUBLE", 2.0),
     ("diagnostics.rate_hz", "DOUBLE", 1.0), ("text.encoder", "STRING", "none"), ("text.device", "STRING", "cpu"),

@@ -429,6 +429,193 @@ def test_pause_and_resume_answer_as_the_services_do() -> None:
     assert rig.controller.resume()[0]
 
 
+# -- JointTrajectory output: velocities across handovers, the start stamp ----------------------------
+
+class TimedPool(StubPool):
+    """Chunks that are samples of one smooth motion of time, f(t) = centre + amplitude *
+    sin(2 pi t / period) per dim, whatever the observation: every chunk agrees with the plan in flight, so
+    what changes at a handover is only what the node does with it (stamps and steps lie on the 20 ms
+    grid, so every merged plan is f on that grid exactly)."""
+
+    def __init__(self, clock: Clock, centre: np.ndarray, amplitude: np.ndarray, period_s: float = 2.0) -> None:
+        super().__init__(clock, dims=len(centre))
+        self.centre, self.amplitude, self.omega = centre, amplitude, 2 * np.pi / period_s
+
+    def f(self, t_ns: np.ndarray | int) -> np.ndarray:
+        t = (np.asarray(t_ns, dtype=np.int64) - T0)[..., None] / S
+        return self.centre + self.amplitude * np.sin(self.omega * t)
+
+    def submit(self, ticket: Any, request: FrameSet) -> bool:
+        self.requests.append(request)
+        actions = self.f(request.stamp_ns + 20 * MS * np.arange(32)).astype(np.float32)
+        chunk = ActionChunk(actions=actions, stamp_ns=request.stamp_ns, dt_ns=20 * MS, trained_steps=TRAINED_STEPS)
+        self.pending.append(Result(ticket, request, chunk, None, self.clock.now + self.latency_ns))
+        return True
+
+
+def timed_rig(amplitude: float, **changes: Any) -> tuple[Rig, TimedPool]:
+    """A joint-trajectory rig with velocities following a TimedPool motion about the middle of the
+    limits, ``amplitude`` a fraction of each dim's half range (the robot is measured at f(T0))."""
+    rig = Rig(output__mode="joint_trajectory", output__send_velocities=True, **changes)
+    lo, hi = np.asarray(rig.config.safety.position_min), np.asarray(rig.config.safety.position_max)
+    rig.q = (lo + hi) / 2
+    pool = TimedPool(rig.clock, rig.q, amplitude * (hi - lo) / 2)
+    rig.pool = rig.controller.pool = pool
+    rig.controller.activate()
+    return rig, pool
+
+
+def trajectories(rig: Rig, ticks: int) -> list[tuple[int, TrajectoryCommand, np.ndarray]]:
+    """Run ``ticks`` periods; (tick time, command, the tick's command the trajectory starts from) of
+    every multi-point trajectory published."""
+    out = []
+    for _ in range(ticks):
+        (r,) = rig.step()
+        if isinstance(r.command, TrajectoryCommand) and len(r.command.points) > 1:
+            out.append((rig.clock.now, r.command, rig.controller.safety.last_commanded))
+    return out
+
+
+def test_trajectory_velocities_continue_the_motion_the_jtc_executes_at_each_handover() -> None:
+    """The first point's velocity of each new trajectory equals the velocity the trajectory it
+    replaces has at the same instant: central differences from where the trajectory starts (the
+    tick's command), the same formula the previous trajectory used there. A one-sided difference
+    at the first point -- the velocity half a step later -- would not: the motion accelerates.
+    (latency_margin 3: the next chunk merges with ~8 steps of the old one left, so both trajectories
+    have points at the same instants; with the default the handover is at the old one's last step.)"""
+    rig, pool = timed_rig(amplitude=0.1, chunk__latency_margin=3.0)
+    sent = trajectories(rig, 300)
+    assert len(sent) >= 8
+    dt = 20 * MS
+    dt_s = dt / S
+    for k, (t, c, start) in enumerate(sent):  # central differences over (start, points), the last 0
+        assert c.stamp_ns == 0 and c.dt_ns == dt  # start on arrival
+        if k:  # (the first starts where the robot was measured and catches up with the plan at the cap)
+            np.testing.assert_allclose(c.points, pool.f(t + dt * np.arange(1, len(c.points) + 1)), atol=1e-6)
+            np.testing.assert_allclose(start, pool.f(t), atol=1e-6)
+        np.testing.assert_array_equal(c.velocities[-1], 0.0)
+        seq = np.vstack([start[None], c.points])
+        np.testing.assert_allclose(c.velocities[:-1], (seq[2:] - seq[:-2]) / (2 * dt_s), atol=1e-12)
+    checked = 0
+    for (t1, a, _), (t2, b, _) in zip(sent, sent[1:]):
+        j = (t2 - t1) // dt  # a's point at the time of b's first point (t2 + dt)
+        assert j + 1 < len(a.points)  # not a's last point (velocity 0 by design)
+        np.testing.assert_allclose(b.velocities[0], a.velocities[j], atol=1e-9)
+        one_sided = (b.points[1] - b.points[0]) / dt_s
+        assert np.abs(one_sided - a.velocities[j]).max() > 1e-4  # the old scheme's error, seen here
+        checked += 1
+    assert checked >= 7
+
+
+class ReversingPool(StubPool):
+    """Each chunk runs from the controller's last command at 0.4 max_step per step, the direction
+    reversing from one chunk to the next: a plan that changes its mind at every merge."""
+
+    def __init__(self, rig: Rig) -> None:
+        super().__init__(rig.clock)
+        self.rig = rig
+
+    def submit(self, ticket: Any, request: FrameSet) -> bool:
+        self.requests.append(request)
+        ctl, safety = self.rig.controller, self.rig.config.safety
+        base = ctl.safety.last_commanded if ctl.safety.last_commanded is not None else np.asarray(request.state)
+        sign = 1.0 if len(self.requests) % 2 else -1.0
+        ramp = sign * 0.4 * np.asarray(safety.max_step)[None] * np.arange(32)[:, None]
+        actions = np.clip(base[None] + ramp, np.asarray(safety.position_min) + 0.05,
+                          np.asarray(safety.position_max) - 0.05)
+        chunk = ActionChunk(actions=actions.astype(np.float32), stamp_ns=request.stamp_ns, dt_ns=20 * MS,
+                            trained_steps=TRAINED_STEPS)
+        self.pending.append(Result(ticket, request, chunk, None, self.clock.now + self.latency_ns))
+        return True
+
+
+@pytest.mark.parametrize("velocities", [False, True])
+def test_a_new_plan_starts_from_where_the_jtc_is_on_the_last_trajectory(velocities: bool) -> None:
+    """replace merges of chunks that reverse: the tick that merges a new plan would step toward it,
+    but the JTC never receives that step -- it is on the trajectory it was sent. The new trajectory
+    starts from there (the tick's command is that position) and its first point is within
+    max_step of it; capped from the stepped command it was 2.4 steps away, the other way."""
+    rig = Rig(output__mode="joint_trajectory", output__send_velocities=velocities, chunk__merge="replace",
+              chunk__latency_margin=3.0)
+    rig.pool = rig.controller.pool = ReversingPool(rig)
+    rig.controller.activate()
+    sent = trajectories(rig, 300)
+    assert len(sent) >= 8
+    cap = np.asarray(rig.config.safety.max_step)
+    for (t1, a, start1), (t2, b, start2) in zip(sent, sent[1:]):
+        times = np.concatenate(([t1], t1 + a.dt_ns * np.arange(1, len(a.points) + 1)))
+        knots = np.vstack([start1[None], a.points])
+        jtc = np.array([np.interp(t2, times, knots[:, d]) for d in range(knots.shape[1])])  # ticks on points
+        np.testing.assert_allclose(start2, jtc, atol=1e-12)
+        assert np.all(np.abs(b.points[0] - jtc) <= cap + 1e-12)
+        assert np.any(np.sign(b.points[1] - b.points[0]) != np.sign(a.points[1] - a.points[0]))  # reversed
+        if velocities:  # the first velocity is the central difference from there
+            np.testing.assert_allclose(b.velocities[0], (b.points[1] - jtc) / (2 * b.dt_ns / S), atol=1e-9)
+
+
+def test_trajectory_velocities_obey_the_rate_cap_and_match_the_limited_points() -> None:
+    """A motion far faster than safety.max_step allows: the points are capped, and the velocities
+    are those of the capped points (within max_step per control period), not of the plan."""
+    rig, pool = timed_rig(amplitude=0.9)
+    pool.omega = 2 * np.pi / 0.5  # 35 rad/s peak vs a 2.5 rad/s cap
+    results = rig.step(200)
+    sent = [r.command for r in results if isinstance(r.command, TrajectoryCommand) and len(r.command.points) > 1]
+    assert sent
+    period_s = rig.config.control_period_ns / S
+    speed_cap = np.asarray(rig.config.safety.max_step) / period_s
+    capped = 0
+    for c in sent:
+        dt_s = c.dt_ns / S
+        assert np.all(np.abs(np.diff(c.points, axis=0)) <= np.asarray(rig.config.safety.max_step) + 1e-12)
+        assert np.all(np.abs(c.velocities) <= speed_cap + 1e-9)
+        np.testing.assert_allclose(c.velocities[1:-1], (c.points[2:] - c.points[:-2]) / (2 * dt_s), atol=1e-9)
+        capped += int(np.any(np.isclose(np.abs(c.velocities), speed_cap)))
+    assert capped  # the cap was reached: the bound above is not vacuous
+
+
+def test_a_start_delay_stamps_the_trajectory_ahead_on_the_node_clock_with_the_plan_from_then_on() -> None:
+    """(A delay of whole steps keeps the samples on the plan's knots, where the plan is f exactly.)"""
+    rig, pool = timed_rig(amplitude=0.1, output__trajectory_start_delay=0.06)
+    assert rig.controller.config.output.trajectory_start_delay_ns == 60 * MS
+    sent = trajectories(rig, 200)[1:]  # (the first catches up with the plan from the measured position)
+    assert len(sent) >= 4
+    dt = 20 * MS
+    for t, c, _ in sent:
+        assert c.stamp_ns == t + 60 * MS  # node clock now + delay
+        times = c.stamp_ns + dt * np.arange(1, len(c.points) + 1)  # time_from_start relative to the stamp
+        np.testing.assert_allclose(c.points, pool.f(times), atol=1e-6)
+        v0 = (c.points[1] - pool.f(c.stamp_ns)) / (2 * dt / S)  # from the plan at the start
+        np.testing.assert_allclose(c.velocities[0], v0, atol=1e-6)
+    # a hold is never delayed: it must take over at once
+    rig.cameras_on = False
+    held = [r.command for r in rig.step(40)
+            if isinstance(r.command, TrajectoryCommand) and len(r.command.points) == 1]
+    assert len(held) == 1 and held[0].stamp_ns == 0 and held[0].velocities is None
+    # a runtime change back to 0: start on arrival again
+    rig.cameras_on = True
+    rig.controller.reconfigure(dataclasses.replace(rig.controller.config, output=dataclasses.replace(
+        rig.controller.config.output, trajectory_start_delay_ns=0)))
+    again = trajectories(rig, 100)
+    assert again and all(c.stamp_ns == 0 for _, c, _ in again)
+
+
+def test_a_start_delay_caps_the_first_point_over_the_delay_and_one_step() -> None:
+    """The first point is (delay + dt) after the command it is capped from: the cap scales with it,
+    and the velocities stay within the cap."""
+    rig, pool = timed_rig(amplitude=0.9, output__trajectory_start_delay=0.1)
+    pool.omega = 2 * np.pi / 0.5
+    sent = trajectories(rig, 200)
+    assert len(sent) >= 4
+    cap = np.asarray(rig.config.safety.max_step)
+    reached = 0
+    for _, c, start in sent:  # start: this tick's command, the trajectory's reference
+        gap = np.abs(c.points[0] - start)
+        assert np.all(gap <= cap * (100 + 20) / 20 + 1e-12)
+        reached += int(np.any(gap > cap * 2))  # more than one step's cap: the delay's share is used
+        assert np.all(np.abs(c.velocities) <= cap / (rig.config.control_period_ns / S) + 1e-9)
+    assert reached
+
+
 # -- JointStateInput -------------------------------------------------------------------------------
 
 def _joints(**changes: Any) -> tuple[JointStateInput, list[str]]:

@@ -92,6 +92,112 @@ def test_executor_flags_what_a_jtc_rejects_or_a_robot_feels(case: str, expect: s
     assert ex.report.violations == bad
 
 
+# -- the stand-in's JTC splines: velocity continuity at handovers, start stamps -------------------
+
+A_PARABOLA = 1.5  # units/s^2: x(t) = A t^2 / 2, slow enough for the 0.1-per-20-ms cap over 0.5 s
+
+
+def parabola(t_ns: np.ndarray) -> np.ndarray:
+    t = np.asarray(t_ns, dtype=np.float64) / 1e9
+    return np.stack([A_PARABOLA * t**2 / 2, -A_PARABOLA * t**2 / 4], axis=-1)
+
+
+def node_trajectory(start_ns: int, anchor_ns: int, steps: int, velocities: str = "central") -> dict:
+    """What the node sends for the parabola: points at start + (k+1)*20 ms sampled from the plan, with
+    velocities "central" (from the anchor: jtc_spline.knot_velocities), "one_sided" (the forward
+    difference at the first point) or "none"."""
+    from lightwam_ros.control.jtc_spline import knot_velocities
+
+    dt = 20 * MS
+    times = dt * np.arange(1, steps + 1)
+    pos = parabola(anchor_ns + times)
+    out = {"times_ns": times, "positions": pos}
+    if velocities != "none":
+        v = knot_velocities(parabola(anchor_ns), pos, dt)
+        if velocities == "one_sided":
+            v[0] = (pos[1] - pos[0]) / (dt / 1e9)
+        out["velocities"] = v
+    return out
+
+
+@pytest.mark.parametrize("velocities", ["central", "none"])
+def test_a_handover_with_consistent_velocities_keeps_the_velocity_and_positions_only_jump(velocities: str) -> None:
+    """Trajectory a from t=0, then b taking over at 70 ms (mid-segment) from where a is: with the
+    node's velocities the JTC bridges with a cubic from a's state, the velocity does not jump and
+    b's first velocity is a's velocity at that instant (Hermite segments reproduce the parabola);
+    positions only, the bridge is linear and the velocity jumps, which the stand-in reports (and
+    with a limit set, flags)."""
+    ex = TrajectoryExecutor(ExecutorLimits(NAMES, np.array([-1.0, -1.0]), np.array([1.0, 1.0]),
+                                           np.array([0.1, 0.1]), 20 * MS, velocity_jump_limit=0.001))
+    assert ex.receive(0, NAMES, 0, **node_trajectory(0, 0, 20, velocities)) == []
+    bad = ex.receive(70 * MS, NAMES, 0, **node_trajectory(0, 70 * MS, 20, velocities))
+    (switch,) = ex.report.switches
+    speed_cap = 0.1 / 0.02
+    if velocities == "central":
+        assert bad == [] and switch.kind == "cubic"
+        assert switch.velocity_jump == pytest.approx(0.0, abs=1e-9)
+        assert switch.first_velocity_mismatch == pytest.approx(0.0, abs=1e-9)
+        for t in np.arange(20, 400, 5) * MS:  # one smooth motion from a's first point: the parabola itself
+            np.testing.assert_allclose(ex.position(int(t)), parabola(t), atol=1e-12)
+            np.testing.assert_allclose(ex.velocity(int(t)), A_PARABOLA * t / 1e9 * np.array([1.0, -0.5]), atol=1e-9)
+    else:
+        assert switch.kind == "linear" and switch.first_velocity_mismatch is None
+        # a's slope over [60, 80] ms vs the bridge from where a is at 70 ms (halfway) to x(90 ms)
+        x = parabola(np.array([60, 80, 90]) * MS)[:, 0]
+        jump = ((x[2] - (x[0] + x[1]) / 2) / 0.02 - (x[1] - x[0]) / 0.02) / speed_cap
+        assert switch.velocity_jump == pytest.approx(jump, rel=1e-6)
+        assert len(bad) == 1 and "velocity jumps by" in bad[0] and "linear into point 0" in bad[0], bad
+    d = ex.report.to_dict()
+    assert d["handovers"] == 1 and d["max_velocity_jump"] == round(switch.velocity_jump, 4)
+
+
+def test_an_inconsistent_first_velocity_is_reported_against_the_motion_it_replaces() -> None:
+    """The old one-sided first difference: the cubic bridge starts with a's velocity (no jump) but
+    aims at a velocity half a step of acceleration off the motion a was executing there."""
+    ex = _executor()
+    assert ex.receive(0, NAMES, 0, **node_trajectory(0, 0, 20, "central")) == []
+    assert ex.receive(60 * MS, NAMES, 0, **node_trajectory(0, 60 * MS, 20, "one_sided")) == []
+    (switch,) = ex.report.switches
+    assert switch.velocity_jump == pytest.approx(0.0, abs=1e-9)
+    assert switch.first_velocity_mismatch == pytest.approx(A_PARABOLA * 0.01 / 5.0, rel=1e-6)
+
+
+def test_a_hold_is_a_stop_and_not_counted_as_a_handover_jump() -> None:
+    ex = _executor()
+    assert ex.receive(0, NAMES, 0, **node_trajectory(0, 0, 20, "central")) == []
+    here = ex.position(100 * MS)
+    assert ex.receive(100 * MS, NAMES, 0, np.array([20 * MS]), here[None]) == []
+    assert ex.report.switches[0].points == 1 and ex.report.switches[0].velocity_jump > 0
+    assert ex.report.to_dict()["handovers"] == 0 and ex.report.to_dict()["max_velocity_jump"] == 0.0
+
+
+def test_velocities_above_the_rate_cap_are_flagged() -> None:
+    ex = _executor()
+    v = np.array([[6.0, 0.0], [0.0, 0.0]])  # cap: 0.1 per 20 ms = 5 units/s
+    bad = ex.receive(0, NAMES, 0, np.array([20, 40]) * MS, np.array([[0.0, 0.0], [0.05, 0.0]]), velocities=v)
+    assert len(bad) == 1 and "velocity of joint 'a' at point 0 is 1.20 x the rate cap" in bad[0], bad
+
+
+def test_a_future_stamp_fixes_when_the_first_point_is_reached_and_a_stale_one_is_flagged() -> None:
+    """header.stamp = the node's now + delay: the JTC takes the trajectory over on arrival (Humble,
+    Jazzy) and reaches point 0 at stamp + time_from_start, whenever the message arrived. A stamp
+    whose first point has passed at arrival would start mid-trajectory; one that ends before
+    arrival is rejected."""
+    for arrival in (1_010 * MS, 1_040 * MS):  # 10 or 40 ms in transit, same stamp: same timing
+        ex = _executor()
+        assert ex.receive(900 * MS, NAMES, 0, np.array([20]) * MS, np.array([[0.0, 0.0]])) == []
+        assert ex.receive(arrival, NAMES, 1_050 * MS, np.array([20, 40]) * MS,
+                          np.array([[0.1, 0.0], [0.2, 0.0]])) == []
+        np.testing.assert_allclose(ex.position(1_070 * MS), [0.1, 0.0])
+        np.testing.assert_allclose(ex.position(1_080 * MS), [0.15, 0.0])
+        np.testing.assert_allclose(ex.position(arrival), [0.0, 0.0])  # bridged from where it was
+    ex = _executor()
+    late = ex.receive(1_075 * MS, NAMES, 1_050 * MS, np.array([20, 40]) * MS, np.array([[0.1, 0.0], [0.2, 0.0]]))
+    assert len(late) == 1 and "the first point was due 5.0 ms before arrival" in late[0], late
+    gone = ex.receive(1_095 * MS, NAMES, 1_050 * MS, np.array([20, 40]) * MS, np.array([[0.1, 0.0], [0.2, 0.0]]))
+    assert len(gone) == 1 and "ends before it arrives" in gone[0], gone
+
+
 def test_more_torch_threads_only_when_clearly_faster() -> None:
     one, two = Candidate("torch", 1), Candidate("torch", 2)
     assert choose_settings({one: 301.0, two: 285.0}, CHUNK).threads == 1  # 5 % faster alone: not worth it

@@ -52,14 +52,31 @@ def test_time_from_start_crosses_seconds_and_strictly_increases():
     assert all(b > a for a, b in zip(t, t[1:]))
 
 
-def test_finite_difference_velocities_last_zero():
-    pos = np.array([[0.0, 0.0], [1.0, -1.0], [3.0, -1.0], [6.0, 2.0]])
-    msg = joint_trajectory(NAMES, pos, 500 * MS, send_velocities=True)
-    v = np.array([list(p.velocities) for p in msg.points])
-    # forward at 0: (1-0)/0.5; central: (3-0)/1, (6-1)/1; last exactly 0
-    np.testing.assert_allclose(v, [[2.0, -2.0], [3.0, -1.0], [5.0, 3.0], [0.0, 0.0]])
-    one = joint_trajectory(NAMES, pos[:1], 500 * MS, send_velocities=True)
+def test_velocities_and_a_start_stamp_are_carried_as_given():
+    """The controller computes the velocities (jtc_spline.knot_velocities) and the start stamp
+    (output.trajectory_start_delay on the node clock); the builder puts them in the message."""
+    pos = np.array([[0.0, 0.0], [1.0, -1.0], [3.0, -1.0]])
+    vel = np.array([[2.0, -2.0], [3.0, -1.0], [0.0, 0.0]])
+    stamp = 1_700_000_000 * 1_000_000_000 + 123_456_789
+    msg = roundtrip(joint_trajectory(NAMES, pos, 500 * MS, vel, stamp_ns=stamp))
+    assert time_to_ns(msg.header.stamp) == stamp
+    np.testing.assert_array_equal([list(p.velocities) for p in msg.points], vel)
+    assert [duration_to_ns(p.time_from_start) for p in msg.points] == [500 * MS, 1000 * MS, 1500 * MS]
+    assert all(len(p.accelerations) == 0 for p in msg.points)  # cubic, never quintic
+    one = joint_trajectory(NAMES, pos[:1], 500 * MS, np.zeros((1, 2)))
     assert list(one.points[0].velocities) == [0.0, 0.0]
+    assert time_to_ns(one.header.stamp) == 0  # start on arrival
+
+
+@pytest.mark.parametrize("vel,stamp,fragment", [
+    (np.zeros((2, 2)), 0, "shape"),
+    (np.array([[np.nan, 0.0], [0.0, 0.0], [0.0, 0.0]]), 0, "finite"),
+    (np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.0]]), 0, "last point's velocities must be 0"),
+    (None, -1, "stamp_ns"),
+])
+def test_joint_trajectory_refuses_velocities_a_jtc_would_not_take(vel, stamp, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        joint_trajectory(NAMES, np.zeros((3, 2)), 20 * MS, vel, stamp_ns=stamp)
 
 
 @pytest.mark.parametrize("pos,dt,fragment", [
