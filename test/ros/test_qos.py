@@ -13,13 +13,15 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
     qos_check_compatible,
-    qos_profile_rosout_default,
 )
 
 from lightwam_ros.ros import qos
 
 # ros2_control's controllers subscribe with the system default QoS, which Fast DDS makes reliable.
 CONTROLLER = QoSProfile(depth=10)
+# rcl publishes /rosout like this (rcl's rosout QoS; rclpy exports it as qos_profile_rosout_default
+# only from Kilted on, so it is spelled out for Jazzy).
+ROSOUT = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # rclpy's time source (use_sim_time) subscribes /clock like this.
 TIME_SOURCE = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
@@ -35,7 +37,7 @@ PAIRS = {  # name: (publisher, subscription)
     "node diagnostics -> aggregator": (qos.diagnostics_qos(), CONTROLLER),
     "node diagnostics -> recorder": (qos.diagnostics_qos(), qos.record_qos()),
     "replay clock -> time source": (qos.clock_qos(), TIME_SOURCE),
-    "rcl /rosout -> log reader": (qos_profile_rosout_default, qos.rosout_qos()),
+    "rcl /rosout -> log reader": (ROSOUT, qos.rosout_qos()),
 }
 
 
