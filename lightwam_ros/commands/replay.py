@@ -39,6 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open-loop reference: a JointState, JointTrajectory or Float64MultiArray topic "
                              "in the bag (default: the profile's joints.state_topic)")
     parser.add_argument("--no-plot", action="store_true", help="skip plot.png")
+    parser.add_argument("--compare-merge", action="store_true",
+                        help="offline: replay the bag once per chunk merge mode (replace, blend, ensemble) and "
+                             "latency (--compare-latencies, jittered by --compare-jitter), each run in its own "
+                             "subdirectory of --out, and print one table: open-loop MAE, seam jump p99 ratio, "
+                             "jerk p99, share of ticks following the policy")
+    parser.add_argument("--compare-latencies", default="0,100,250", metavar="MS[,MS...]",
+                        help="--compare-merge: simulated latencies in ms (default 0,100,250)")
+    parser.add_argument("--compare-jitter", type=float, default=0.2, metavar="FRACTION",
+                        help="--compare-merge: each latency uniform on MS +- FRACTION x MS (default 0.2), "
+                             "drawn from --seed")
 
 
 def latency_line(inference: dict) -> str:
@@ -88,7 +98,38 @@ def summary_lines(result: ReplayResult) -> list[str]:
     return lines
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    """--compare-merge: the merge modes x latencies table (lightwam_ros.replay.compare)."""
+    from lightwam_ros.replay.compare import compare_merge, table_lines
+
+    try:
+        if args.mode != "offline":
+            raise ReplayError("--compare-merge replays offline; leave out --mode live")
+        if args.latency or args.latency_jitter or args.latency_file:
+            raise ReplayError("--compare-merge sets the latencies itself: use --compare-latencies and "
+                              "--compare-jitter instead of --latency, --latency-jitter and --latency-file")
+        try:
+            latencies = [float(x) for x in args.compare_latencies.split(",") if x.strip()]
+        except ValueError:
+            raise ReplayError(f"--compare-latencies: comma-separated ms expected, got {args.compare_latencies!r}") \
+                from None
+        tables = compare_merge([args.bag], args.profile, args.out, bundle=args.bundle, latencies_ms=latencies,
+                               jitter_fraction=args.compare_jitter, seed=args.seed, start_s=args.start,
+                               duration_s=args.duration, plot=not args.no_plot,
+                               progress=lambda s: print(f"replaying {s}", flush=True))
+    except (ReplayError, BagError) as exc:
+        print(f"lightwam replay: error: {exc}", file=sys.stderr)
+        return 2
+    for bag, rows in tables.items():
+        print(f"merge modes compared on {bag} (offline, seed {args.seed}; runs in {args.out}):")
+        for line in table_lines(rows):
+            print(line)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.compare_merge:
+        return run_compare(args)
     try:
         options = ReplayOptions(bag=args.bag, profile=args.profile, bundle=args.bundle, out=args.out,
                                 mode=args.mode, rate=args.rate, start_s=args.start, duration_s=args.duration,

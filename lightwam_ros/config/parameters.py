@@ -63,6 +63,7 @@ class DType(Enum):
 class MergeMode(Enum):
     REPLACE = "replace"  # the new chunk takes over at once (the safety rate cap bounds the seam)
     BLEND = "blend"  # linear crossfade from the chunk in flight over chunk.blend_steps
+    ENSEMBLE = "ensemble"  # ACT temporal ensembling: weighted mean of every chunk covering a step
 
 
 class OutputMode(Enum):
@@ -164,6 +165,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=tuple(m.value for m in MergeMode), runtime=True),
     ParamSpec("chunk.blend_steps", _I, 4, "linear crossfade length for blend [steps]",
               range=(0, 1000), runtime=True),
+    ParamSpec("chunk.ensemble_decay", _D, 0.01, "ensemble merge: chunk weight exp(-decay * age), age = "
+              "how many action steps (dt) newer the chunk's observation is than the oldest chunk covering the "
+              "step; > 0 favours older chunks (ACT, 0.01: nearly equal weights), < 0 newer ones [1/step]",
+              range=(-10.0, 10.0), runtime=True),
     ParamSpec("chunk.execute_steps", _I, 0, "max steps executed per chunk (0 = the bundle's "
               "trained_steps; never more)", range=(0, 100000), runtime=True),
     ParamSpec("chunk.latency_margin", _D, 0.5, "request the next inference when remaining steps*dt "

@@ -164,6 +164,8 @@ class ChunkConfig:
     # chunk period up to this; 0 = never waits), so a bad model is not run back to back forever.
     refusal_backoff_max_ns: int = 5_000_000_000
     refusal_error_count: int = 3  # consecutive refusals that make the control status ERROR
+    # ensemble merge: weight exp(-ensemble_decay * age in action steps from the oldest covering chunk)
+    ensemble_decay: float = 0.01
 
     def __post_init__(self) -> None:
         if self.blend_steps < 0:
@@ -178,6 +180,8 @@ class ChunkConfig:
             raise ConfigError("chunk.refusal_backoff_max", f"must be >= 0 s, got {self.refusal_backoff_max_ns / 1e9} s")
         if self.refusal_error_count < 1:
             raise ConfigError("chunk.refusal_error_count", f"must be >= 1, got {self.refusal_error_count}")
+        if not (math.isfinite(self.ensemble_decay) and abs(self.ensemble_decay) <= 10):
+            raise ConfigError("chunk.ensemble_decay", f"must be in [-10, 10], got {self.ensemble_decay}")
 
     def steps_limit(self, trained_steps: int) -> int:
         """Steps of a chunk that may run: execute_steps, but never more than trained_steps."""
@@ -355,7 +359,8 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
         instruction=InstructionConfig(p["instruction.topic"], p["instruction.default"]),
         chunk=ChunkConfig(MergeMode(p["chunk.merge"]), p["chunk.blend_steps"], p["chunk.execute_steps"],
                           p["chunk.latency_margin"], p["chunk.max_inflight"],
-                          _s_to_ns(p["chunk.refusal_backoff_max"]), p["chunk.refusal_error_count"]),
+                          _s_to_ns(p["chunk.refusal_backoff_max"]), p["chunk.refusal_error_count"],
+                          ensemble_decay=p["chunk.ensemble_decay"]),
         output=OutputConfig(OutputMode(p["output.mode"]), p["output.topic"],
                             tuple(p["output.joint_names"]) or joint_names, p["output.send_velocities"],
                             p["output.trajectory_steps"], ActionSpace(p["output.action_space"]),

@@ -40,6 +40,22 @@ Merging at arrival time ``now``:
   after blend_steps steps or when the old plan ends, whichever is first (extrapolating the old plan
   past its end would bend the path away from both chunks). A full crossfade therefore needs the new
   chunk to arrive at least blend_steps * dt before the old plan ends; latency_margin sets that slack.
+- ensemble (ACT's temporal ensembling): the scheduler keeps every accepted chunk whose usable steps
+  have not all elapsed (``_covering``); knots = (now, then the new chunk's remaining step times), and
+  the value at each knot time t is the weighted mean, over the chunks c covering t (first usable
+  step <= t <= last usable step: never beyond a chunk's trained prefix / steps_limit), of c(t)
+  (linearly interpolated, as the plan is) with weight exp(-ensemble_decay * age_c), age_c = (stamp_c
+  - stamp of the oldest chunk covering t) / dt. Chunks are weighted oldest-first as in ACT (the
+  oldest covering chunk has weight 1), so ACT's m carries over unchanged, with age counted in action
+  steps of observation time rather than in chunk indices: ACT queries the policy every step, so its
+  index i is the age in steps; here chunks come every few steps (the pacing), and counting them
+  would make the weights depend on latency. At 50 Hz the ACT default 0.01 halves a weight per
+  ln 2 / 0.01 = 69 steps (1.4 s) of age, i.e. the chunks covering a step weigh nearly the same; a
+  negative decay favours the newest chunk instead. Refused, void, expired and out-of-order chunks
+  never enter the ensemble, and clear()/reset() empty it (the model that was refused also produced
+  the chunks in it). The seam is not made continuous: a new chunk joins with its full weight and an
+  old one leaves at its last step, a jump of its weighted share of the disagreement each time --
+  small in ACT (a new chunk every step, one of ~k), not necessarily here (a handful of chunks).
 
 Inference pacing (``config.max_inflight`` = k requests may be in flight at once; each request is
 identified by the ticket ``inference_started`` returns and is answered by ``on_chunk`` -- whatever
@@ -162,6 +178,7 @@ class ChunkScheduler:
         self._stamp_ns: int | None = None  # observation stamp of the last accepted chunk
         self._dt_ns: int | None = None
         self._status_if_none = TickStatus.EMPTY
+        self._covering: list[tuple[int, np.ndarray, np.ndarray]] = []  # ensemble: (stamp, times, values)
         self._void |= set(self._pending)
         self._pending = {}
 
@@ -173,6 +190,7 @@ class ChunkScheduler:
         """Drop the plan (e.g. the safety filter refused a chunk); tick reports ``status`` until the
         next accepted chunk. The last stamp is kept, so older chunks stay refused."""
         self._times = self._values = None
+        self._covering = []
         self._status_if_none = status
 
     @property
@@ -293,10 +311,29 @@ class ChunkScheduler:
                 w = np.clip((times - now_ns) / window, 0.0, 1.0)[:, None]
                 old = np.stack([self._value_at(int(t)) for t in times])
                 values = (1.0 - w) * old + w * values
+        # every mode keeps the covering chunks, so a switch to ensemble (runtime parameter) has them
+        self._covering = [c for c in self._covering if int(c[1][-1]) >= now_ns]
+        self._covering.append((chunk.stamp_ns, t_new, new))
+        if self._config.merge is MergeMode.ENSEMBLE:
+            values = self._ensemble(times, dt)
         self._times, self._values = times, values
         self._stamp_ns, self._dt_ns = chunk.stamp_ns, dt
         self._span_ns = (n - 1) * dt
         return ChunkOutcome.ACCEPTED
+
+    def _ensemble(self, times: np.ndarray, dt: int) -> np.ndarray:
+        """Weighted mean of the covering chunks at each time (module doc, ensemble): each chunk only
+        within its usable steps, weight exp(-ensemble_decay * age in steps from the oldest there)."""
+        decay = self._config.ensemble_decay
+        out = np.empty((len(times), self._covering[-1][2].shape[1]))
+        for j, t in enumerate(times):
+            t = int(t)
+            members = [(stamp, np.array([np.interp(t, ct, cv[:, a]) for a in range(cv.shape[1])]))
+                       for stamp, ct, cv in self._covering if ct[0] <= t <= ct[-1]]
+            oldest = min(stamp for stamp, _ in members)
+            w = np.array([np.exp(-decay * (stamp - oldest) / dt) for stamp, _ in members])
+            out[j] = np.tensordot(w, np.stack([v for _, v in members]), axes=1) / w.sum()
+        return out
 
     # -- inference pacing -------------------------------------------------------------------------
 

@@ -146,6 +146,77 @@ def test_blend_without_live_plan_or_zero_steps_is_replace():
     assert value(s, 150 * MS) == pytest.approx(1.0)
 
 
+def ensemble(decay=0.01, execute=0) -> ChunkScheduler:
+    return ChunkScheduler(ChunkConfig(MergeMode.ENSEMBLE, 4, execute, 0.5, 1, ensemble_decay=decay))
+
+
+def test_ensemble_of_a_constant_plan_stays_constant():
+    s = ensemble(decay=0.3)
+    # chunks every 60 ms, arriving 30 ms after their observation: up to 8 cover a step at once
+    for i in range(12):
+        assert s.on_chunk(chunk(np.full((32, 2), 0.25), i * 60 * MS), i * 60 * MS + 30 * MS) is \
+            ChunkOutcome.ACCEPTED
+        for t in range(i * 60 + 30, i * 60 + 90, 5):
+            assert s.tick(t * MS).action == pytest.approx([0.25, 0.25], abs=1e-12), t
+
+
+@pytest.mark.parametrize("decay", [0.01, 0.2, -0.1])
+def test_ensemble_of_two_disagreeing_chunks_is_their_weighted_mean(decay):
+    s = ensemble(decay=decay)
+    s.on_chunk(chunk(np.zeros(32), 0), 0)  # steps 0..460 ms (24 trained)
+    s.on_chunk(chunk(np.ones(32), 100 * MS), 150 * MS)  # 5 steps newer: steps 100..560 ms
+    w_new = math.exp(-decay * 5)  # the oldest (first) chunk weighs 1, as in ACT
+    mean = w_new / (1.0 + w_new)
+    for t_ms in (150, 160, 200, 333, 460):  # both cover these (interpolated between knots alike)
+        assert value(s, t_ms * MS) == pytest.approx(mean, abs=1e-12), t_ms
+    for t_ms in (480, 500, 560):  # the first chunk's last step was 460 ms: the new one alone
+        assert value(s, t_ms * MS) == pytest.approx(1.0, abs=1e-12), t_ms
+    assert s.tick(561 * MS).status is TickStatus.EXHAUSTED
+
+
+@pytest.mark.parametrize("execute", [0, 5])
+def test_ensemble_never_uses_a_step_beyond_the_trained_prefix(execute):
+    s = ensemble(execute=execute)
+    usable = 8 if execute == 0 else 5
+    rows = np.concatenate((np.zeros(usable), np.full(32 - usable, 100.0)))  # beyond: must never show
+    s.on_chunk(chunk(rows, 0, trained=8), 0)  # usable steps 0 .. (usable - 1) * 20 ms
+    s.on_chunk(chunk(np.ones(32), 40 * MS, trained=8), 50 * MS)
+    last_old_ms = (usable - 1) * 20
+    w = math.exp(-0.01 * 2)
+    end_ms = 40 + (usable - 1) * 20  # the new chunk's last usable step
+    for t_ms in range(50, end_ms + 1, 2):
+        v = value(s, t_ms * MS)
+        assert v <= 1.0 + 1e-12, t_ms
+        if t_ms <= last_old_ms:
+            assert v == pytest.approx(w / (1 + w), abs=1e-12), t_ms
+        elif t_ms >= last_old_ms + 20:  # the next knot of the new chunk: the old one has left
+            assert v == pytest.approx(1.0, abs=1e-12), t_ms
+    assert s.tick((end_ms + 1) * MS).status is TickStatus.EXHAUSTED  # the new one's prefix too
+    assert s.upcoming(50 * MS).max() <= 1.0 + 1e-12
+
+
+def test_ensemble_never_includes_refused_or_rejected_chunks():
+    s = ensemble()
+    s.on_chunk(chunk(np.zeros(32), 0), 0)
+    refuse = lambda rows: "too far" if rows.max() > 50 else None  # noqa: E731
+    assert s.on_chunk(chunk(np.full(32, 99.0), 20 * MS), 30 * MS, check=refuse) is ChunkOutcome.REFUSED
+    assert s.on_chunk(chunk(np.full(32, 7.0), 0), 35 * MS) is ChunkOutcome.OUT_OF_ORDER
+    assert s.on_chunk(chunk(np.ones(32), 40 * MS), 60 * MS, check=refuse) is ChunkOutcome.ACCEPTED
+    for t_ms in (60, 100, 200):  # neither the refused chunk nor the plan it dropped is averaged in
+        assert value(s, t_ms * MS) == pytest.approx(1.0, abs=1e-12), t_ms
+    s.reset()
+    s.on_chunk(chunk(np.full(32, 3.0), 500 * MS), 500 * MS)
+    assert value(s, 520 * MS) == pytest.approx(3.0, abs=1e-12)  # nothing from before the reset
+
+
+def test_switch_to_ensemble_at_runtime_averages_the_chunks_already_covering():
+    s = sched(merge=MergeMode.REPLACE)
+    s.on_chunk(chunk(np.zeros(32), 0), 0)
+    s.reconfigure(ChunkConfig(MergeMode.ENSEMBLE, 4, 0, 0.5, 1, ensemble_decay=0.0))
+    s.on_chunk(chunk(np.ones(32), 100 * MS), 100 * MS)
+    assert value(s, 200 * MS) == pytest.approx(0.5, abs=1e-12)
+
+
 def test_multi_dim_actions():
     s = sched()
     a = np.stack([ramp(), -ramp(), np.full(32, 7.0)], axis=1)
