@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +44,24 @@ def _ns(ms: float) -> int:
     return round(ms * 1e6)
 
 
-class LatencyModel:
-    """One simulated latency per inference request (``next_ns``), in request order."""
+class LatencyModel(ABC):
+    """One simulated latency per inference request (``next_ns``), in request order. Abstract: the
+    models are FixedLatency, UniformLatency and SampledLatency below."""
 
-    kind = "fixed"
+    kind: str
 
+    @abstractmethod
     def next_ns(self) -> int:
-        raise NotImplementedError
+        """The next request's latency."""
 
     @property
+    @abstractmethod
     def nominal_ms(self) -> float:
         """The typical latency: what a warm-up would measure (primes the scheduler's pacing)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
         """report.json's ``inference.latency_model``: the kind and its parameters."""
-        raise NotImplementedError
 
 
 class FixedLatency(LatencyModel):
