@@ -225,7 +225,7 @@ class PolicyController:
         self.log = log
         self.model = model
         self.sync = FrameSync(config.cameras.names, config.sync, now)
-        self.scheduler = ChunkScheduler(self._chunk_config(config))
+        self.scheduler = ChunkScheduler(self._chunk_config(config), self._start_delay_ns(config))
         self.safety = SafetyFilter(config.safety, config.output.joint_names)
         self.joints = JointStateInput(config, topics.joint_state)
         self.instruction = InstructionGate(config.instruction.default, topics.instruction, instructions)
@@ -263,6 +263,12 @@ class PolicyController:
         """Steps of a chunk that may run (chunk.execute_steps capped by the trained steps)."""
         return self.config.chunk.steps_limit(self.bundle_info.trained_steps)
 
+    @staticmethod
+    def _start_delay_ns(config: PolicyConfig) -> int:
+        """How far ahead a sent plan starts: a stamped trajectory's delay, else nothing."""
+        out = config.output
+        return out.trajectory_start_delay_ns if out.mode is OutputMode.JOINT_TRAJECTORY else 0
+
     def _chunk_config(self, config: PolicyConfig) -> Any:
         """The scheduler paces requests for the inferences that can really run at once."""
         return dataclasses.replace(config.chunk, max_inflight=min(config.chunk.max_inflight, self.pool.workers))
@@ -279,6 +285,7 @@ class PolicyController:
         self.config = new
         self.sync.reconfigure(new.sync)
         self.scheduler.reconfigure(self._chunk_config(new))
+        self.scheduler.start_delay_ns = self._start_delay_ns(new)
         self.safety.reconfigure(new.safety)
         self.joints.config = new
         self.instruction.default = new.instruction.default

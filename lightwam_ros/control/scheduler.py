@@ -155,8 +155,12 @@ class Tick:
 class ChunkScheduler:
     """Holds the plan in flight and hands out one interpolated action per control tick."""
 
-    def __init__(self, config: ChunkConfig):
+    def __init__(self, config: ChunkConfig, start_delay_ns: int = 0):
         self._config = config
+        # How far ahead of the tick that sends it the output starts executing the plan (a
+        # JointTrajectory stamped output.trajectory_start_delay ahead): the plan must reach that
+        # far past a new chunk's arrival, so every lead grows by it.
+        self.start_delay_ns = int(start_delay_ns)
         self._latencies: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self._tick_intervals: deque[int] = deque(maxlen=TICK_WINDOW)
         self._last_tick_ns: int | None = None
@@ -364,12 +368,12 @@ class ChunkScheduler:
     def lead_ns(self, latency_ns: int) -> float:
         """How long before the coverage ends a request with this latency must start (module doc):
         max((1 + latency_margin) * L, (floor(L / P) + 1) * P), only the first term while the
-        control period P is not known."""
+        control period P is not known; plus ``start_delay_ns``."""
         lead = (1.0 + self._config.latency_margin) * latency_ns
         period = self.tick_period_ns
         if period:
             lead = max(lead, (int(latency_ns) // period + 1) * period)
-        return lead
+        return lead + self.start_delay_ns
 
     def prime(self, latency_ns: int, steps: int, dt_ns: int) -> None:
         """What is known before the first chunk (e.g. from the warm-up): an inference latency and

@@ -599,6 +599,27 @@ def test_a_start_delay_stamps_the_trajectory_ahead_on_the_node_clock_with_the_pl
     assert again and all(c.stamp_ns == 0 for _, c, _ in again)
 
 
+def test_a_start_delay_makes_requests_that_much_earlier() -> None:
+    """A trajectory stamped 200 ms ahead takes over from the one the JTC is executing only then, so
+    the new chunk must come while the old trajectory still reaches 200 ms past the tick: the
+    scheduler's lead grows by the delay. Checked on what the JTC gets: each trajectory starts
+    before the previous one's last point (no gap in which the JTC has finished and stands still).
+    Before the lead counted the delay (60 ms for a 40 ms inference), every handover left such a gap."""
+    rig, _ = timed_rig(amplitude=0.1, output__trajectory_start_delay=0.2)
+    assert rig.controller.scheduler.start_delay_ns == 200 * MS
+    assert rig.controller.scheduler.lead_ns(40 * MS) >= 260 * MS
+    sent = [c for _, c, _ in trajectories(rig, 400)][1:]  # (the first starts from the measured position)
+    assert len(sent) >= 6
+    dt = 20 * MS
+    for before, after in zip(sent, sent[1:]):
+        assert after.stamp_ns <= before.stamp_ns + dt * len(before.points), \
+            (after.stamp_ns - before.stamp_ns) / MS
+    # switched off at run time: the lead drops back
+    rig.controller.reconfigure(dataclasses.replace(rig.controller.config, output=dataclasses.replace(
+        rig.controller.config.output, trajectory_start_delay_ns=0)))
+    assert rig.controller.scheduler.start_delay_ns == 0
+
+
 def test_a_start_delay_caps_the_first_point_over_the_delay_and_one_step() -> None:
     """The first point is (delay + dt) after the command it is capped from: the cap scales with it,
     and the velocities stay within the cap."""
