@@ -22,6 +22,8 @@ setup(
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
         (f"share/{PACKAGE}/models", ["models/README.md"]),
+        # the trained tiny demo model (2 MB): `lightwam demo` and `robot:=demo` run it
+        (f"share/{PACKAGE}/models/demo_tiny_trained", sorted(glob("models/demo_tiny_trained/*"))),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

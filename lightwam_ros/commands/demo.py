@@ -1,4 +1,4 @@
-"""`lightwam demo`: demo bundle + synthetic 3-camera bag -> live node over DDS -> summary, plot, bag."""
+"""`lightwam demo`: trained demo bundle + synthetic 3-camera bag -> live node over DDS -> summary, plot, bag."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ from lightwam_ros.demo.run import DemoOptions, run_demo, summary_lines
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="output directory: summary.json, executed_joints.png, replay/outputs (MCAP)")
-    parser.add_argument("--bundle", type=Path, default=Path("models/demo_tiny"),
-                        help="demo bundle directory, written when missing (default models/demo_tiny)")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="bundle directory (a random-weights demo bundle is written there when it holds "
+                             "none); default: the shipped trained tiny model, copied to <out>/bundle")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the synthetic recording (s)")
     parser.add_argument("--mode", choices=("live", "offline"), default="live",
                         help="live: over DDS to a policy_node process (default); offline: no DDS, bag clock")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the demo weights and the synthetic scene")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic scene (held out from training) and of the weights of a "
+                             "random bundle written for --bundle")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from lightwam_ros.demo.synthetic import (
     ImageEncoding,
     JointMotion,
     JointOrder,
+    Scene,
     StorageFormat,
     SyntheticBagSpec,
     TimedInstruction,
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="order of names in the recorded JointState (shuffled: node must map by name)")
     parser.add_argument("--joint-motion", default="smooth", choices=[m.value for m in JointMotion],
                         help="smooth: joints follow a smooth trajectory; static: the robot stands still")
+    parser.add_argument("--scene", default="patterns", choices=[m.value for m in Scene],
+                        help="patterns: textured views, joints independent of them; reach: the joystick task "
+                             "the trained demo model learned (3 cameras; seeds below 10000 are held out)")
     parser.add_argument("--joint-rate", type=float, default=100.0, help="joint state rate in Hz (default 100)")
     parser.add_argument("--instruction", action="append", default=[], metavar="TEXT[@T]",
                         help="instruction published at T s (default 0; repeatable). "
@@ -76,7 +80,7 @@ def build_spec(args: argparse.Namespace) -> SyntheticBagSpec:
         seconds=args.seconds, jitter_ms=args.jitter,
         dropouts=tuple(CameraDropout.parse(d) for d in args.drop_camera),
         encoding=args.encoding, storage=args.storage, version=args.version, joint_order=args.joint_order,
-        joint_rate_hz=args.joint_rate, joint_motion=args.joint_motion,
+        joint_rate_hz=args.joint_rate, joint_motion=args.joint_motion, scene=args.scene,
         instructions=with_defaults([TimedInstruction.parse(i) for i in args.instruction], default_instruction()),
         namespace=args.namespace, seed=args.seed,
     )

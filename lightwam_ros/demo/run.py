@@ -1,6 +1,7 @@
 """The embedded demo (`lightwam demo`, `make demo`): the whole robot path on a laptop CPU.
 
-    tiny demo bundle --> synthetic 3-camera bag --> live replay over DDS --> PolicyNode (own process)
+    trained tiny bundle --> synthetic 3-camera bag of the scene it learned --> live replay over DDS
+        --> PolicyNode (own process)
         --> JointTrajectory --> trajectory-executor stand-in --> summary, plot, output bag
 
 Nothing here is a mock of the node: the replay library (lightwam_ros.replay.runner, live mode) starts the
@@ -14,13 +15,16 @@ commands the way a JTC does (each new trajectory replaces the old one at arrival
 state there into point 0; the JTC's spline between points: linear with positions only, cubic with
 velocities, quintic with accelerations -- control/jtc_spline.py). At every handover it reports the
 velocity jump (and, for trajectories with velocities, how far the first point's velocity is from the
-motion it replaces). The executed track is what the plot shows.
+motion it replaces). The executed track is what the plot shows, over the joints the bag recorded:
+the shipped model (models/demo_tiny_trained, demo/train.py) has learned the joystick scene the bag
+shows (demo/reach_scene.py, a held-out seed), so the commands follow the recorded motion.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -433,8 +437,10 @@ def node_statistics(output_bag: Path, topic: str = "/diagnostics", end_ns: int |
 
 
 def plot_executed(path: Path, names: Sequence[str], times_ns: np.ndarray, positions: np.ndarray,
-                  arrivals_ns: Sequence[int], origin_ns: int, limits: ExecutorLimits, title: str) -> Path:
-    """One panel per joint: the executed command, trajectory arrivals as ticks, limits dashed."""
+                  arrivals_ns: Sequence[int], origin_ns: int, limits: ExecutorLimits, title: str,
+                  recorded: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """One panel per joint: the executed command, the recorded joints (grey; what the robot did when
+    the bag was made), trajectory arrivals as ticks, limits dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -445,11 +451,16 @@ def plot_executed(path: Path, names: Sequence[str], times_ns: np.ndarray, positi
     fig, axes = plt.subplots(rows, cols, figsize=(12, 1.6 * rows + 1), sharex=True, squeeze=False)
     t = (times_ns - origin_ns) / 1e9
     arr = (np.asarray(arrivals_ns, dtype=np.int64) - origin_ns) / 1e9
+    rec_t = None if recorded is None else (np.asarray(recorded[0], dtype=np.int64) - origin_ns) / 1e9
     for i, name in enumerate(names):
         ax = axes[i % rows][i // rows]
+        if rec_t is not None and len(rec_t):
+            ax.plot(rec_t, recorded[1][:, i], lw=2.0, color="0.75", label="recorded")
         if len(t):
-            ax.plot(t, positions[:, i], lw=1.2, color="tab:blue")
-            lo, hi = positions[:, i].min(), positions[:, i].max()
+            ax.plot(t, positions[:, i], lw=1.2, color="tab:blue", label="executed")
+            lo, hi = np.nanmin(positions[:, i]), np.nanmax(positions[:, i])
+            if rec_t is not None and len(rec_t):
+                lo, hi = min(lo, recorded[1][:, i].min()), max(hi, recorded[1][:, i].max())
             pad = max(0.05, 0.1 * (hi - lo))
             ax.set_ylim(max(lo - pad, limits.position_min[i] - pad), min(hi + pad, limits.position_max[i] + pad))
         for lim in (limits.position_min[i], limits.position_max[i]):
@@ -460,6 +471,8 @@ def plot_executed(path: Path, names: Sequence[str], times_ns: np.ndarray, positi
         ax.tick_params(labelsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("s (node clock, from the start of the bag)", fontsize=7)
+    if recorded is not None:
+        axes[0][0].legend(fontsize=6, loc="upper right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -709,7 +722,10 @@ class DemoOptions:
     """`lightwam demo` arguments."""
 
     out: Path = Path("out/demo")  # summary.json, executed_joints.png, input_bag/, replay/ (outputs MCAP)
-    bundle: Path = Path("models/demo_tiny")  # built here when missing
+    # None: the shipped trained model, copied to <out>/bundle (the ONNX export the demo adds goes
+    # there, never into the package). A path: used as is; a random-weights bundle is written there
+    # when it holds none.
+    bundle: Path | None = None
     seconds: float = 8.0  # length of the synthetic recording
     image_hw: tuple[int, int] = (240, 320)  # synthetic camera resolution (HxW)
     camera_hz: float = 30.0
@@ -720,7 +736,7 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "bundle", Path(self.bundle))
+        object.__setattr__(self, "bundle", None if self.bundle is None else Path(self.bundle))
         if not self.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
         if self.mode not in ("live", "offline"):
@@ -756,6 +772,21 @@ def ensure_bundle(path: Path, seed: int = 0) -> bool:
     return True
 
 
+def copy_trained_bundle(out: Path) -> Path:
+    """The shipped trained bundle, copied to ``out`` (refreshed when the shipped one changed)."""
+    from lightwam_ros.demo.train import trained_bundle_path
+
+    shipped = trained_bundle_path()
+    manifest = shipped / "manifest.json"
+    if (out / ".shipped_manifest.json").is_file() and \
+            (out / ".shipped_manifest.json").read_bytes() == manifest.read_bytes():
+        return out  # the copy of this version, maybe with the ONNX export added
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(shipped, out)
+    shutil.copyfile(manifest, out / ".shipped_manifest.json")
+    return out
+
+
 def _fresh_out_dir(out: Path) -> None:
     """Remove the outputs of a previous demo run (only the names this demo writes)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -768,15 +799,19 @@ def _fresh_out_dir(out: Path) -> None:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     from lightwam_ros.config import from_params, load_profile
-    from lightwam_ros.demo.synthetic import SyntheticBagSpec, TimedInstruction, write_synthetic_bag
+    from lightwam_ros.demo.synthetic import Scene, SyntheticBagSpec, TimedInstruction, write_synthetic_bag
     from lightwam_ros.replay.options import ReplayOptions
     from lightwam_ros.replay.runner import run_replay
 
-    built = ensure_bundle(options.bundle, options.seed)
     _fresh_out_dir(options.out)
+    if options.bundle is None:
+        bundle, built = copy_trained_bundle(options.out / "bundle"), False
+    else:
+        bundle, built = options.bundle, ensure_bundle(options.bundle, options.seed)
+    options = dataclasses.replace(options, bundle=bundle)
     spec = SyntheticBagSpec(seconds=options.seconds, height=options.image_hw[0], width=options.image_hw[1],
                             rate_hz=options.camera_hz, instructions=(TimedInstruction(DEMO_INSTRUCTION, 0.0),),
-                            seed=options.seed)
+                            scene=Scene.REACH, seed=options.seed)
     bag = write_synthetic_bag(spec, options.out / "input_bag")
     _, params = load_profile(DEMO_PROFILE)
     cfg = from_params({**params, "bundle": str(options.bundle)})
@@ -789,14 +824,14 @@ def run_demo(options: DemoOptions) -> DemoResult:
         replay = run_replay(ReplayOptions(bag=bag, profile=profile, out=options.out / "replay",
                                           bundle=str(options.bundle.resolve()), mode=options.mode, rate=rate))
     limits = ExecutorLimits.from_config(cfg)
-    executor = execute_recorded(replay.output_bag, cfg.output.topic, limits,
-                                read_joint_states(bag, cfg.joints.state_topic, cfg.output.joint_names))
+    recorded = read_joint_states(bag, cfg.joints.state_topic, cfg.output.joint_names)
+    executor = execute_recorded(replay.output_bag, cfg.output.topic, limits, recorded)
     times, positions = executor.executed(spec.start_ns, spec.end_ns, cfg.control_period_ns)
     arrivals = _arrival_times(replay.output_bag, cfg.output.topic)
     plot = plot_executed(options.out / EXECUTED_PLOT, cfg.output.joint_names, times, positions, arrivals,
                          spec.start_ns, limits,
                          f"lightwam demo ({options.mode}): commands executed by a JTC stand-in, "
-                         f"{executor.report.plan_trajectories} trajectories")
+                         f"{executor.report.plan_trajectories} trajectories", recorded=recorded)
     r = replay.report
     summary = {
         "mode": options.mode,

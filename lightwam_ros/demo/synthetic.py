@@ -17,10 +17,13 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .reach_scene import REACH_CAMERAS, TRAINING_SEED_BASE, ReachEpisode
 
 # ALOHA / RoboTwin dual-arm order: per arm 6 joints + gripper, left arm first (REP 144 style names).
 ALOHA_JOINT_NAMES: tuple[str, ...] = tuple(
@@ -120,6 +123,13 @@ class TimedInstruction:
         return cls(text, 0.0)
 
 
+class Scene(str, Enum):
+    """What the cameras show and how the joints move."""
+
+    PATTERNS = "patterns"  # render_scene + joint_positions: rich texture, joints independent of the views
+    REACH = "reach"  # demo/reach_scene.py: the joystick task the trained demo model has learned
+
+
 class JointMotion(str, Enum):
     """How the recorded robot moves."""
 
@@ -151,6 +161,7 @@ class SyntheticBagSpec:
     joint_names: tuple[str, ...] = ALOHA_JOINT_NAMES
     joint_rate_hz: float = 100.0
     joint_motion: JointMotion = JointMotion.SMOOTH
+    scene: Scene = Scene.PATTERNS
     instructions: tuple[TimedInstruction, ...] = ()
     namespace: str = DEMO_NAMESPACE  # topics: <ns>/<camera>/image_raw, <ns>/joint_states, <ns>/instruction
     start_ns: int = DEFAULT_START_NS
@@ -189,6 +200,17 @@ class SyntheticBagSpec:
         object.__setattr__(self, "storage", StorageFormat(self.storage))
         object.__setattr__(self, "joint_order", JointOrder(self.joint_order))
         object.__setattr__(self, "joint_motion", JointMotion(self.joint_motion))
+        object.__setattr__(self, "scene", Scene(self.scene))
+        if self.scene is Scene.REACH:
+            if self.cameras != REACH_CAMERAS:
+                raise ValueError(f"SyntheticBagSpec: the reach scene has the cameras {list(REACH_CAMERAS)}, "
+                                 f"got {list(self.cameras)}")
+            if self.joint_names != ALOHA_JOINT_NAMES:
+                raise ValueError("SyntheticBagSpec: the reach scene drives the 14 ALOHA joints "
+                                 f"{list(ALOHA_JOINT_NAMES)}")
+            if self.seed >= TRAINING_SEED_BASE:
+                raise ValueError(f"SyntheticBagSpec.seed: reach-scene seeds from {TRAINING_SEED_BASE} on are the "
+                                 f"trained demo model's training episodes; use a lower seed for a held-out bag")
 
     # --- topics -----------------------------------------------------------------------------
     def camera_topic(self, camera: str) -> str:
@@ -215,6 +237,25 @@ class SyntheticBagSpec:
     @property
     def end_ns(self) -> int:
         return self.start_ns + round(self.seconds * 1e9)
+
+    @cached_property
+    def reach_episode(self) -> ReachEpisode:
+        """The reach scene's episode this bag records (``scene: reach``), seeded by ``seed``."""
+        return ReachEpisode(seed=self.seed, seconds=self.seconds)
+
+    def joints_at(self, t_s: float) -> np.ndarray:
+        """Joint positions in the canonical order at ``t_s`` seconds from the start."""
+        if self.joint_motion is JointMotion.STATIC:
+            t_s = 0.0
+        if self.scene is Scene.REACH:
+            return self.reach_episode.joints(t_s)
+        return joint_positions(t_s, len(self.joint_names))
+
+    def render(self, camera_index: int, t_s: float) -> np.ndarray:
+        """What camera ``camera_index`` records at ``t_s`` (RGB uint8)."""
+        if self.scene is Scene.REACH:
+            return self.reach_episode.render(camera_index, t_s, self.height, self.width)
+        return render_scene(camera_index, t_s, self.height, self.width)
 
 
 # --- scene content --------------------------------------------------------------------------
@@ -355,8 +396,7 @@ def iter_messages(spec: SyntheticBagSpec) -> Iterator[SyntheticMessage]:
     period_ns = 1e9 / spec.joint_rate_hz
     n = 0
     while (offset := round(n * period_ns)) < round(spec.seconds * 1e9):
-        t_q = offset / 1e9 if spec.joint_motion is JointMotion.SMOOTH else 0.0
-        q = joint_positions(t_q, len(spec.joint_names))
+        q = spec.joints_at(offset / 1e9)
         joints.append(SyntheticMessage(spec.joint_state_topic, JOINT_STATE_MSGTYPE, spec.start_ns + offset,
                                        spec.start_ns + offset, {"name": names, "position": q[order]}))
         n += 1
@@ -371,7 +411,7 @@ def iter_messages(spec: SyntheticBagSpec) -> Iterator[SyntheticMessage]:
 
 def frame_rgb(spec: SyntheticBagSpec, msg: SyntheticMessage) -> np.ndarray:
     """The RGB content of a synthetic camera message (before encoding)."""
-    return render_scene(msg.payload["camera_index"], msg.payload["t_s"], spec.height, spec.width)
+    return spec.render(msg.payload["camera_index"], msg.payload["t_s"])
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -425,6 +465,7 @@ def spec_summary(spec: SyntheticBagSpec) -> dict:
         "recorded_joint_names": list(spec.recorded_joint_names),
         "joint_rate_hz": spec.joint_rate_hz,
         "joint_motion": spec.joint_motion.value,
+        "scene": spec.scene.value,
         "instruction_topic": spec.instruction_topic,
         "instructions": [{"text": i.text, "t_s": i.t_s} for i in spec.instructions],
         "start_ns": spec.start_ns,

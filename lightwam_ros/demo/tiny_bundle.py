@@ -27,6 +27,8 @@ from lightwam_ros.bundle.safetensors_io import LazyTensor
 from lightwam_ros.model.canvas_layout import LAYOUTS
 from lightwam_ros.model.config import MODEL_SIZES, ModelConfig
 
+from .reach_scene import JOINT_MEAN, JOINT_STD
+
 log = logging.getLogger(__name__)
 
 DEMO_LAYOUT = "robotwin_3cam"
@@ -36,9 +38,6 @@ DEMO_DTYPES = {"tiny": torch.float32, "full": torch.bfloat16}
 
 _ARM = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
 DEMO_JOINT_NAMES: tuple[str, ...] = tuple(f"{side}_{j}" for side in ("left", "right") for j in _ARM)
-# Plausible ALOHA-like joint statistics (rad; gripper opening in [0, 1]), per arm.
-_ARM_MEAN = (0.0, -0.45, 0.65, 0.0, 0.35, 0.0, 0.6)
-_ARM_STD = (0.25, 0.3, 0.3, 0.2, 0.3, 0.25, 0.35)
 
 # instruction -> number of real tokens (rows past it are zero padding, like a umT5 context)
 DEMO_INSTRUCTIONS: dict[str, int] = {
@@ -59,8 +58,8 @@ def demo_model_config(size: str) -> ModelConfig:
 
 
 def demo_embodiment(action_rate_hz: float = DEMO_ACTION_RATE_HZ) -> Embodiment:
-    mean = [*_ARM_MEAN, *_ARM_MEAN]
-    std = [*_ARM_STD, *_ARM_STD]
+    mean = list(JOINT_MEAN)
+    std = list(JOINT_STD)
     lo = [0.0 if n.endswith("gripper") else m - 3 * s for n, m, s in zip(DEMO_JOINT_NAMES, mean, std)]
     hi = [1.0 if n.endswith("gripper") else m + 3 * s for n, m, s in zip(DEMO_JOINT_NAMES, mean, std)]
     stats = {"mean": mean, "std": std, "min": lo, "max": hi}

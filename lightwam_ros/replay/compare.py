@@ -40,6 +40,7 @@ class CompareRow:
     jitter_ms: float
     out: Path
     open_loop_mae: float | None
+    mae_vs_hold_still: float | None  # open-loop MAE / the hold-still baseline's
     seam_ratio_p99: float | None  # worst joint
     seam_worst_joint: str | None
     jerk_p99: float | None  # max over joints, units/s^3
@@ -52,7 +53,7 @@ class CompareRow:
 
 
 def row_from_report(merge: str, latency_ms: float, jitter_ms: float, out: Path, report: dict) -> CompareRow:
-    """The table's figures from one report.json: open_loop_error.mae, motion.seams.worst
+    """The table's figures from one report.json: open_loop_error.mae and mae_vs_hold_still, motion.seams.worst
     (ratio_p99 and joint), the max over joints of motion.executed.jerk.p99, and
     motion.following_after_first_chunk.fraction."""
     ole = report.get("open_loop_error", {})
@@ -61,7 +62,7 @@ def row_from_report(merge: str, latency_ms: float, jitter_ms: float, out: Path, 
     jerk = [v for v in motion.get("executed", {}).get("jerk", {}).get("p99", []) if v is not None] \
         if motion.get("available") else []
     following = motion.get("following_after_first_chunk", {}).get("fraction") if motion.get("available") else None
-    return CompareRow(merge, latency_ms, jitter_ms, out, ole.get("mae"),
+    return CompareRow(merge, latency_ms, jitter_ms, out, ole.get("mae"), ole.get("mae_vs_hold_still"),
                       None if worst is None else worst["ratio_p99"], None if worst is None else worst["joint"],
                       max(jerk) if jerk else None, following)
 
@@ -135,13 +136,14 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def table_lines(rows: Sequence[CompareRow]) -> list[str]:
     """A Markdown table, one line per run (printed and written to compare.md)."""
-    lines = ["| merge | latency (ms) | open-loop MAE | seam jump p99 / within p99 (worst joint) | "
+    lines = ["| merge | latency (ms) | open-loop MAE (/ hold-still) | seam jump p99 / within p99 (worst joint) | "
              "jerk p99 (max joint, /s^3) | following after 1st chunk |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         lat = f"{r.latency_ms:g}" + (f" +- {r.jitter_ms:g}" if r.jitter_ms else "")
         seam = "n/a" if r.seam_ratio_p99 is None else f"{r.seam_ratio_p99:.2f} ({r.seam_worst_joint})"
-        lines.append(f"| {r.merge} | {lat} | {_fmt(r.open_loop_mae, '.4f')} | {seam} | "
+        mae = _fmt(r.open_loop_mae, '.4f') + ("" if r.mae_vs_hold_still is None else f" ({r.mae_vs_hold_still:.3f})")
+        lines.append(f"| {r.merge} | {lat} | {mae} | {seam} | "
                      f"{_fmt(r.jerk_p99, '.4g')} | {_fmt(None if r.following is None else 100 * r.following, '.1f')}"
                      f"{'' if r.following is None else ' %'} |")
     return lines

@@ -185,14 +185,32 @@ def prediction_errors(chunks: Sequence[ActionChunk], track: ReferenceTrack, step
     return err
 
 
+def hold_still_errors(chunks: Sequence[ActionChunk], track: ReferenceTrack, steps: int) -> np.ndarray:
+    """err[c, k, a] of the hold-still baseline: the recorded position at each chunk's observation
+    time, repeated over the same steps prediction_errors scores (NaN where unrecorded)."""
+    err = np.full((len(chunks), steps, len(track.names)), np.nan)
+    for i, c in enumerate(chunks):
+        k = min(steps, c.horizon)
+        t = c.stamp_ns + c.dt_ns * np.arange(k, dtype=np.int64)
+        err[i, :k] = track.at(np.full(1, c.stamp_ns, dtype=np.int64)) - track.at(t)
+    return err
+
+
 def open_loop_error(chunks: Sequence[ActionChunk], track: ReferenceTrack, steps: int | None = None) -> dict:
     """Open-loop error of predicted chunks vs the reference, for report.json.
 
     mae/rmse per joint (over chunks and steps), mae per chunk step (over chunks and joints), and the
-    full per-step x per-joint MAE table, all in robot units.
+    full per-step x per-joint MAE table, all in robot units; ``hold_still_mae``: the same score for a
+    policy that holds the observed position (a model that has learned nothing about the motion
+    cannot beat it; ``mae_vs_hold_still`` < 1 says the chunks predict where the robot went).
     """
     err = prediction_errors(chunks, track, steps)
     ab = np.abs(err)
+    hold = np.abs(hold_still_errors(chunks, track, err.shape[1] if err.ndim == 3 else 0))
+    hold[~np.isfinite(err)] = np.nan  # score the baseline on exactly the predicted entries
+    mae = _nanmean(ab)
+    hold_mae = _nanmean(hold)
+    ratio = float(mae) / float(hold_mae) if np.isfinite(hold_mae) and float(hold_mae) > 0 else np.nan
     scored = np.isfinite(err).any(axis=(1, 2)) if err.size else np.zeros(0, bool)
     return {
         "reference_topic": track.topic,
@@ -201,7 +219,9 @@ def open_loop_error(chunks: Sequence[ActionChunk], track: ReferenceTrack, steps:
         "chunks_scored": int(scored.sum()),
         "chunks_total": len(chunks),
         "steps_scored": int(err.shape[1]) if err.ndim == 3 else 0,
-        "mae": _list(_nanmean(ab)),
+        "mae": _list(mae),
+        "hold_still_mae": _list(hold_mae),
+        "mae_vs_hold_still": _list(np.asarray(ratio)),
         "rmse": _list(np.sqrt(_nanmean(err ** 2))),
         "mae_per_joint": _list(_nanmean(ab, axis=(0, 1))),
         "rmse_per_joint": _list(np.sqrt(_nanmean(err ** 2, axis=(0, 1)))),

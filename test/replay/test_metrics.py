@@ -186,3 +186,26 @@ def test_the_plot_marks_handovers(tmp_path):
     out = plot_replay(tmp_path / "p.png", NAMES, [], None, (t, ramp(50)), origin_ns=int(t[0]),
                       handovers_ns=[int(t[10]), int(t[30])])
     assert out.stat().st_size > 1000
+
+
+def test_open_loop_error_against_the_hold_still_baseline() -> None:
+    """Reference: a rises 0.01 per 20 ms, b falls 0.02, c stands still (ramp). A chunk that predicts
+    the ramp exactly scores 0; one that holds its first position scores the baseline itself (ratio
+    1); one half-way between scores half. Hand-computed baseline over 4 steps: mean |k x step| over
+    k = 0..3 and the three joints = (0.01 + 0.02 + 0) x mean(k) / 3 = 0.03 x 1.5 / 3 = 0.015."""
+    from lightwam_ros.replay.metrics import ReferenceKind, ReferenceTrack, open_loop_error
+
+    times = grid(40)
+    track = ReferenceTrack("/joint_states", ReferenceKind.JOINT_STATES, NAMES, times, ramp(40))
+    stamp = int(times[10])
+
+    def chunk(actions: np.ndarray) -> ActionChunk:
+        return ActionChunk(actions=actions.astype(np.float32), stamp_ns=stamp, dt_ns=PERIOD, trained_steps=4)
+
+    exact = ramp(40)[10:14]
+    held = np.repeat(ramp(40)[10:11], 4, axis=0)
+    for actions, mae, ratio in ((exact, 0.0, 0.0), (held, 0.015, 1.0), ((exact + held) / 2, 0.0075, 0.5)):
+        report = open_loop_error([chunk(actions)], track)
+        assert report["hold_still_mae"] == pytest.approx(0.015, abs=1e-6)
+        assert report["mae"] == pytest.approx(mae, abs=1e-6)
+        assert report["mae_vs_hold_still"] == pytest.approx(ratio, abs=1e-4)

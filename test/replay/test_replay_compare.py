@@ -42,23 +42,26 @@ def test_compare_merge_runs_each_mode_in_its_own_directory(tmp_path, tiny_bundle
         assert report["inference"]["latency_model"]["seed"] == 3
         motion = report["motion"]
         assert r["open_loop_mae"] == report["open_loop_error"]["mae"]
+        assert r["mae_vs_hold_still"] == report["open_loop_error"]["mae_vs_hold_still"]
         assert r["seam_ratio_p99"] == motion["seams"]["worst"]["ratio_p99"]
         assert r["jerk_p99"] == max(motion["executed"]["jerk"]["p99"])
         assert r["following"] == motion["following_after_first_chunk"]["fraction"] > 0
-        line = f"| {r['merge']} | 40 +- 10 | {r['open_loop_mae']:.4f} | {r['seam_ratio_p99']:.2f} "
+        line = (f"| {r['merge']} | 40 +- 10 | {r['open_loop_mae']:.4f} ({r['mae_vs_hold_still']:.3f}) | "
+                f"{r['seam_ratio_p99']:.2f} ")
         assert line in printed
     assert (out / "compare.md").read_text().count("| ensemble |") == 1
 
 
 def test_row_from_report_reads_the_worst_joint_and_handles_missing_motion(tmp_path):
-    report = {"open_loop_error": {"mae": 0.5},
+    report = {"open_loop_error": {"mae": 0.5, "mae_vs_hold_still": 0.25},
               "motion": {"available": True,
                          "seams": {"worst": {"joint": "j2", "ratio_p99": 3.5}, "ratio_p99": [1.0, 3.5]},
                          "executed": {"jerk": {"p99": [10.0, None, 30.0]}},
                          "following_after_first_chunk": {"fraction": 0.75}}}
     r = row_from_report("blend", 100.0, 20.0, tmp_path, report)
-    assert (r.open_loop_mae, r.seam_ratio_p99, r.seam_worst_joint, r.jerk_p99, r.following) == \
-        (0.5, 3.5, "j2", 30.0, 0.75)
+    assert (r.open_loop_mae, r.mae_vs_hold_still, r.seam_ratio_p99, r.seam_worst_joint, r.jerk_p99,
+            r.following) == (0.5, 0.25, 3.5, "j2", 30.0, 0.75)
+    assert table_lines([r])[-1] == "| blend | 100 +- 20 | 0.5000 (0.250) | 3.50 (j2) | 30 | 75.0 % |"
     r = row_from_report("ensemble", 0.0, 0.0, tmp_path, {"open_loop_error": {"available": False},
                                                         "motion": {"available": False}})
     assert (r.open_loop_mae, r.seam_ratio_p99, r.jerk_p99, r.following) == (None, None, None, None)
