@@ -1,5 +1,5 @@
 # lightwam_ros developer entry points. From a fresh clone on a machine with only Python 3.11:
-#   make demo    build the venv, the tiny demo bundle and a synthetic bag, run the node over DDS
+#   make demo    build the venv, then run the shipped trained tiny model on a synthetic bag through the node over DDS
 #   make test    build the venvs and run every check below (what CI runs, via .ci/run)
 #   make test-unit    the pure tests in well under a minute: no ROS, no model numerics or exports
 #   make test-kilted  the whole pytest suite under ROS 2 Kilted (Fast DDS 3.x)

@@ -381,8 +381,8 @@ def test_real_launch_demo_active_and_a_mistyped_argument_warns(installed_prefix:
 def test_real_launch_included_with_parent_arguments_and_pushed_namespace(
         installed_prefix: Path, tiny_bundle: Path, tmp_path: Path) -> None:  # pragma: no cover
     """The includer's own arguments (given on its command line, and defaults) neither fail nor warn,
-    and the profile applies under its PushRosNamespace (else the bundle override would be lost and
-    configure would fail on the profile's relative `demo_tiny`)."""
+    and the profile applies under its PushRosNamespace (else the bundle override would be lost: the
+    node would run the profile's own `demo_tiny_trained` instead of the bundle given here)."""
     parent = tmp_path / "bringup.launch.py"
     parent.write_text(_PARENT_LAUNCH)
     state, output, rc, left = _ros2_launch(installed_prefix, tmp_path, parent, "world:=kitchen",
@@ -391,6 +391,7 @@ def test_real_launch_included_with_parent_arguments_and_pushed_namespace(
     assert state == "active", output
     assert "bringup: world=kitchen use_sim_time=false" in output, output
     assert "starting /robots/cell2/lightwam_policy" in output, output
+    assert f"bundle {tiny_bundle} on" in output, output  # the includer's bundle, not the profile's
     assert "unknown launch argument" not in output and "[lightwam_ros.launch]" not in output, output
     assert "Traceback" not in output and rc == 0, output
     assert left == [], f"the launch left {left} in its temp dir"
