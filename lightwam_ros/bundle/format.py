@@ -250,8 +250,13 @@ class Bundle:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise BundleError(f"{where}: {msg}") from exc
-        if "{task}" not in self.text_template:
+        if not isinstance(self.text_template, str) or "{task}" not in self.text_template:
             raise BundleError(f"{where}: text.template must contain '{{task}}', got {self.text_template!r}")
+        try:
+            self.text_template.format(task="")
+        except (IndexError, KeyError, ValueError, AttributeError) as exc:
+            raise BundleError(f"{where}: text.template {self.text_template!r} has a field other than "
+                              f"{{task}} or a stray brace: {type(exc).__name__}: {exc}") from None
 
     # -- reading ---------------------------------------------------------------------------------
 

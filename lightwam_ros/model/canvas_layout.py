@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 CANVAS_MULTIPLE = 16  # VAE spatial factor 8 x DiT patch 2
+MAX_CANVAS_SIDE = 8192  # pixels: 512 patches a side; a layout from a file is refused beyond it
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,11 @@ class Layout:
         if not self.name:
             raise ValueError("layout.name must be non-empty")
         h, w = self.canvas_hw if len(self.canvas_hw) == 2 else (0, 0)
-        if len(self.canvas_hw) != 2 or h <= 0 or w <= 0 or h % CANVAS_MULTIPLE or w % CANVAS_MULTIPLE:
+        if len(self.canvas_hw) != 2 or not (0 < h <= MAX_CANVAS_SIDE and 0 < w <= MAX_CANVAS_SIDE) \
+                or h % CANVAS_MULTIPLE or w % CANVAS_MULTIPLE:
             raise ValueError(
                 f"layout {self.name!r}: canvas_hw must be [height, width], positive multiples of "
-                f"{CANVAS_MULTIPLE}, got {list(self.canvas_hw)}"
+                f"{CANVAS_MULTIPLE} up to {MAX_CANVAS_SIDE}, got {list(self.canvas_hw)}"
             )
         if not self.cells:
             raise ValueError(f"layout {self.name!r}: cells must not be empty")

@@ -16,6 +16,35 @@ LORA_TARGETS = (
 )
 
 
+def check_ints(prefix: str, obj: object, bounds: dict[str, tuple[int, int]]) -> None:
+    """Every named field is an int in [lo, hi], or ValueError naming ``prefix.field``.
+
+    Why upper bounds: a manifest is input from a file. The real model is far inside them; a value
+    beyond them (a typo, a corrupt or hostile file) would otherwise build loops or shapes sized by
+    it -- 100000 layers take minutes to enumerate before anything is checked against the weights.
+    """
+    for name, (lo, hi) in bounds.items():
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"{prefix}.{name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def check_indices(prefix: str, values: tuple, count: int) -> None:
+    """Every entry of a layer list is an int in [0, count)."""
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < count:
+            raise ValueError(f"{prefix} entries must be integers in [0, {count}), got {v!r}")
+
+
+VAE_BOUNDS = {"dim": (1, 1024), "z_dim": (1, 256), "num_res_blocks": (1, 16)}
+EXPERT_BOUNDS = {"per_layer_dim": (1, 65536), "trunk_dim": (1, 65536), "num_trunk_blocks": (1, 64),
+                 "step_pos_dim": (2, 8192), "num_queries": (1, 1024), "num_pool_heads": (1, 256)}
+MODEL_BOUNDS = {"dim": (1, 16384), "in_dim": (1, 256), "ffn_dim": (1, 131072), "num_heads": (1, 512),
+                "num_layers": (1, 256), "text_dim": (1, 16384), "text_len": (1, 4096), "freq_dim": (2, 8192),
+                "lora_rank": (1, 4096), "adapter_dim": (1, 65536), "action_dim": (1, 4096),
+                "proprio_dim": (1, 4096), "horizon": (1, 4096)}
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Wan2.1 VAE encoder (VideoVAE_ dim=96, z_dim=16)."""
@@ -27,8 +56,12 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dim_mult", tuple(self.dim_mult))
-        if self.dim <= 0 or self.z_dim <= 0 or self.num_res_blocks <= 0:
-            raise ValueError(f"model.vae: dims must be positive, got {self}")
+        check_ints("model.vae", self, VAE_BOUNDS)
+        if not 1 <= len(self.dim_mult) <= 8:
+            raise ValueError(f"model.vae.dim_mult must have 1 to 8 entries, got {len(self.dim_mult)}")
+        for v in self.dim_mult:
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+                raise ValueError(f"model.vae.dim_mult entries must be integers in [1, 64], got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +77,7 @@ class ExpertConfig:
     eps: float = 1e-5  # nn.LayerNorm default, used by every expert norm
 
     def __post_init__(self) -> None:
+        check_ints("model.expert", self, EXPERT_BOUNDS)
         if self.step_pos_dim % 2:
             raise ValueError(f"model.expert.step_pos_dim must be even, got {self.step_pos_dim}")
 
@@ -82,6 +116,9 @@ class ModelConfig:
             object.__setattr__(self, "vae", VAEConfig(**self.vae))
         if isinstance(self.expert, dict):
             object.__setattr__(self, "expert", ExpertConfig(**self.expert))
+        check_ints("model", self, MODEL_BOUNDS)
+        check_indices("model.lora_layers", self.lora_layers, self.num_layers)
+        check_indices("model.adapter_layers", self.adapter_layers, self.num_layers)
         if self.dim % self.num_heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.num_heads ({self.num_heads})")
         if (self.dim // self.num_heads) % 2:

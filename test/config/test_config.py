@@ -412,3 +412,15 @@ def test_runtime_update_validates_whole_set():
     assert not r.ok and "'chunk.execute_steps'" in r.reason
     r = apply_updates(cfg(), {"sync.slopp": 0.1})
     assert not r.ok and "unknown" in r.reason
+
+
+def test_a_diagnostics_rate_too_small_for_a_timer_is_refused_by_name() -> None:
+    """1e-300 Hz passed the (0, 100] range and made the node's timer period overflow (OverflowError
+    naming nothing); the range now starts at one report per 100 s."""
+    from lightwam_ros.config.profiles import load_profile
+
+    _, params = load_profile("demo")
+    for rate in (1e-300, 0.001):
+        with pytest.raises(ConfigError, match="diagnostics.rate_hz"):
+            from_params({**params, "diagnostics.rate_hz": rate})
+    assert from_params({**params, "diagnostics.rate_hz": 0.01}).diagnostics_rate_hz == 0.01
