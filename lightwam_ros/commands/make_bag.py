@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-camera", action="append", default=[], metavar="NAME@T0-T1",
                         help="camera NAME publishes nothing from T0 to T1 s (repeatable)")
     parser.add_argument("--encoding", default="rgb8", choices=[e.value for e in ImageEncoding])
+    parser.add_argument("--compressed", default=None, choices=["jpeg", "png"],
+                        help="record the cameras as sensor_msgs/CompressedImage on <topic>/compressed, as "
+                             "image_transport does (from rgb8 pixels; profile: cameras.transports compressed)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 with --compressed jpeg "
+                                                                "(default 90)")
     parser.add_argument("--storage", default="mcap", choices=[s.value for s in StorageFormat])
     parser.add_argument("--version", type=int, default=9, choices=[8, 9], help="rosbag2 metadata version")
     parser.add_argument("--joint-order", default="bundle", choices=[o.value for o in JointOrder],
@@ -79,7 +84,8 @@ def build_spec(args: argparse.Namespace) -> SyntheticBagSpec:
         cameras=camera_names(args.cameras), height=height, width=width, rate_hz=args.rate,
         seconds=args.seconds, jitter_ms=args.jitter,
         dropouts=tuple(CameraDropout.parse(d) for d in args.drop_camera),
-        encoding=args.encoding, storage=args.storage, version=args.version, joint_order=args.joint_order,
+        encoding=args.encoding, compression=args.compressed or "none", quality=args.quality,
+        storage=args.storage, version=args.version, joint_order=args.joint_order,
         joint_rate_hz=args.joint_rate, joint_motion=args.joint_motion, scene=args.scene,
         instructions=with_defaults([TimedInstruction.parse(i) for i in args.instruction], default_instruction()),
         namespace=args.namespace, seed=args.seed,

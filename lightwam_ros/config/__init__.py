@@ -56,6 +56,8 @@ from lightwam_ros.config.parameters import (
     declarations,
 )
 from lightwam_ros.config.policy import (
+    COMPRESSED_SUFFIX,
+    TRANSPORTS,
     CameraConfig,
     ChunkConfig,
     InstructionConfig,
@@ -93,6 +95,8 @@ __all__ = [
     "TextEncoder",
     "declarations",
     # policy
+    "COMPRESSED_SUFFIX",
+    "TRANSPORTS",
     "CameraConfig",
     "ChunkConfig",
     "InstructionConfig",

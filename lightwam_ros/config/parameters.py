@@ -141,6 +141,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("cameras.names", _SA, None, "bundle layout camera names, in order", required=True),
     ParamSpec("cameras.topics", _SA, None, "image topic per camera (same length as cameras.names)",
               required=True),
+    ParamSpec("cameras.transports", _SA, [], "per camera, in cameras.names order: raw (sensor_msgs/Image on "
+              "the topic) or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <topic>/compressed as "
+              "image_transport names it; decoded off the control thread); empty = all raw"),
     ParamSpec("sync.slop", _D, 0.02, "max stamp spread of a camera set [s] (spread must be < slop)",
               range=(0.0, 10.0), positive=True, runtime=True),
     ParamSpec("sync.queue_size", _I, 10, "per-camera queue of distinct stamps (also the camera "

@@ -65,12 +65,27 @@ def _check_unique(param: str, names: Sequence[str]) -> None:
         seen.add(n)
 
 
+TRANSPORTS = ("raw", "compressed")
+COMPRESSED_SUFFIX = "/compressed"  # image_transport's name of a base topic's compressed stream
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     names: tuple[str, ...]  # bundle layout camera names
-    topics: tuple[str, ...]  # one image topic per camera, same order
+    topics: tuple[str, ...]  # one image topic per camera, same order (the base topic when compressed)
+    transports: tuple[str, ...] = ()  # "raw" | "compressed" per camera; empty = all raw
 
     def __post_init__(self) -> None:
+        if not self.transports:
+            object.__setattr__(self, "transports", ("raw",) * len(self.names))
+        if len(self.transports) != len(self.names):
+            raise ConfigError("cameras.transports", f"has {len(self.transports)} entries but cameras.names has "
+                                                    f"{len(self.names)} cameras; give one per camera, or none "
+                                                    "for all raw")
+        for t in self.transports:
+            if t not in TRANSPORTS:
+                raise ConfigError("cameras.transports", f"{t!r} is not a transport; expected one of "
+                                                        f"{', '.join(TRANSPORTS)}")
         if not self.names:
             raise ConfigError("cameras.names", "at least one camera is required")
         _check_unique("cameras.names", self.names)
@@ -80,10 +95,19 @@ class CameraConfig:
         for t in self.topics:
             _check_topic("cameras.topics", t)
         _check_unique("cameras.topics", self.topics)
+        _check_unique("cameras.topics (with cameras.transports)", [self.subscribed_topic(c) for c in self.names])
 
     @property
     def topic_of(self) -> dict[str, str]:
         return dict(zip(self.names, self.topics))
+
+    def compressed(self, camera: str) -> bool:
+        return self.transports[self.names.index(camera)] == "compressed"
+
+    def subscribed_topic(self, camera: str) -> str:
+        """The topic the node subscribes to for ``camera``: its topic, or <topic>/compressed."""
+        topic = self.topic_of[camera]
+        return topic + COMPRESSED_SUFFIX if self.compressed(camera) else topic
 
 
 @dataclass(frozen=True)
@@ -351,7 +375,7 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
     return PolicyConfig(
         bundle=p["bundle"], backend=Backend(p["backend"]), device=p["device"], dtype=DType(p["dtype"]),
         control_rate_hz=p["control_rate_hz"], dry_run=p["dry_run"],
-        cameras=CameraConfig(tuple(p["cameras.names"]), tuple(p["cameras.topics"])),
+        cameras=CameraConfig(tuple(p["cameras.names"]), tuple(p["cameras.topics"]), tuple(p["cameras.transports"])),
         sync=SyncConfig(_s_to_ns(p["sync.slop"]), p["sync.queue_size"], _s_to_ns(p["sync.max_age"]),
                         _s_to_ns(p["sync.camera_timeout"])),
         joints=JointConfig(p["joints.state_topic"], joint_names, _s_to_ns(p["joints.max_age"]),

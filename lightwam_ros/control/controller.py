@@ -37,6 +37,7 @@ conventions").
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -238,6 +239,9 @@ class PolicyController:
         self.following = False  # the last tick followed the plan (a hold must be sent on leaving it)
         self.hold: HoldReason | None = HoldReason.INACTIVE
         self.last_error = ""
+        # (camera, reason) -> frames that arrived but never reached the sync: "undecodable" (a bad
+        # raw or compressed image), "decode_backlog" (dropped undecoded while decoding fell behind)
+        self.lost_frames: Counter[tuple[str, str]] = Counter()
         self.ticks = 0
         self.chunks_published = 0
         self.trajectories_published = 0
@@ -340,6 +344,12 @@ class PolicyController:
         if frames is not None:
             self.latest_set = frames
             self._maybe_request_inference(now)
+
+    def on_lost_frames(self, camera: str, reason: str, count: int = 1) -> None:
+        """Frames of ``camera`` that arrived but could not be used; the camera simply has no frame
+        (the sync's dead-camera and staleness rules decide whether the robot holds)."""
+        if count > 0:
+            self.lost_frames[(camera, reason)] += count
 
     def on_joint_state(self, names: Any, positions: Any, stamp_ns: int) -> None:
         error = self.joints.offer(names, positions, stamp_ns, self.clocks.now_ns())
@@ -672,6 +682,8 @@ class PolicyController:
         if self._retry_at_ns is not None and self._retry_at_ns > now:
             extra["refusals.next_request_in_s"] = (self._retry_at_ns - now) / 1e9
         extra["inference_failures.consecutive"] = self.failures.consecutive
+        for (camera, reason), n in sorted(self.lost_frames.items()):
+            extra[f"lost_frames.{camera}.{reason}"] = n
         extra.update(self.instruction.diagnostics())
         inp = DiagnosticsInput(
             sync=self.sync.stats(), dead_cameras=self.sync.dead_cameras(now), silence_ns=self.sync.silence_ns(now),

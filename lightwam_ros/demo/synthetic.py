@@ -39,6 +39,8 @@ DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 DEFAULT_INSTRUCTION = "pick up the red block"  # a cached instruction of the demo bundle (demo_bundle.DEMO_INSTRUCTIONS)
 
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_MSGTYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_MSGTYPES = (IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
 JOINT_STATE_MSGTYPE = "sensor_msgs/msg/JointState"
 STRING_MSGTYPE = "std_msgs/msg/String"
 
@@ -55,6 +57,15 @@ class ImageEncoding(str, Enum):
     @property
     def channels(self) -> int:
         return {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}[self.value]
+
+
+class Compression(str, Enum):
+    """How the cameras are recorded: raw Image on <topic>, or image_transport's CompressedImage on
+    <topic>/compressed."""
+
+    NONE = "none"
+    JPEG = "jpeg"
+    PNG = "png"
 
 
 class StorageFormat(str, Enum):
@@ -155,6 +166,8 @@ class SyntheticBagSpec:
     jitter_ms: float = 2.0  # header stamp jitter around the record time (uniform, +-)
     dropouts: tuple[CameraDropout, ...] = ()
     encoding: ImageEncoding = ImageEncoding.RGB8
+    compression: Compression = Compression.NONE  # jpeg / png: CompressedImage on <camera topic>/compressed
+    quality: int = 90  # JPEG quality 1..100 (image_transport's jpeg_quality)
     storage: StorageFormat = StorageFormat.MCAP
     version: int = 9  # rosbag2 metadata version (8: Jazzy and older, 9: Kilted)
     joint_order: JointOrder = JointOrder.BUNDLE
@@ -197,6 +210,12 @@ class SyntheticBagSpec:
             raise ValueError("SyntheticBagSpec.instructions must be in time order")
         # Coerce string values given by callers (CLI) into the enums.
         object.__setattr__(self, "encoding", ImageEncoding(self.encoding))
+        object.__setattr__(self, "compression", Compression(self.compression))
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"SyntheticBagSpec.quality (JPEG quality) must be in [1, 100], got {self.quality}")
+        if self.compression is not Compression.NONE and self.encoding is not ImageEncoding.RGB8:
+            raise ValueError("SyntheticBagSpec: a compressed camera is recorded from rgb8 pixels; "
+                             f"--encoding {self.encoding.value} applies to raw images only")
         object.__setattr__(self, "storage", StorageFormat(self.storage))
         object.__setattr__(self, "joint_order", JointOrder(self.joint_order))
         object.__setattr__(self, "joint_motion", JointMotion(self.joint_motion))
@@ -214,7 +233,17 @@ class SyntheticBagSpec:
 
     # --- topics -----------------------------------------------------------------------------
     def camera_topic(self, camera: str) -> str:
+        """The camera's base topic (what a profile's cameras.topics names)."""
         return f"{self.namespace.rstrip('/')}/{camera}/image_raw"
+
+    def recorded_camera_topic(self, camera: str) -> str:
+        """The topic the camera is recorded on: the base topic, or <base>/compressed."""
+        base = self.camera_topic(camera)
+        return base if self.compression is Compression.NONE else base + "/compressed"
+
+    @property
+    def camera_msgtype(self) -> str:
+        return IMAGE_MSGTYPE if self.compression is Compression.NONE else COMPRESSED_IMAGE_MSGTYPE
 
     @property
     def joint_state_topic(self) -> str:
@@ -384,10 +413,10 @@ def iter_messages(spec: SyntheticBagSpec) -> Iterator[SyntheticMessage]:
     """All messages of the recording in record-time order (ties: instruction, joints, cameras)."""
     streams: list[list[SyntheticMessage]] = []
     for ci, camera in enumerate(spec.cameras):
-        topic = spec.camera_topic(camera)
+        topic = spec.recorded_camera_topic(camera)
         frames = []
         for record_ns, stamp_ns, t_s in camera_stamps(spec, ci):
-            frames.append(SyntheticMessage(topic, IMAGE_MSGTYPE, record_ns, stamp_ns,
+            frames.append(SyntheticMessage(topic, spec.camera_msgtype, record_ns, stamp_ns,
                                            {"camera_index": ci, "t_s": t_s, "frame_id": camera}))
         streams.append(frames)
     names = spec.recorded_joint_names
@@ -403,7 +432,7 @@ def iter_messages(spec: SyntheticBagSpec) -> Iterator[SyntheticMessage]:
     streams.append(joints)
     streams.append([SyntheticMessage(spec.instruction_topic, STRING_MSGTYPE, spec.start_ns + round(i.t_s * 1e9),
                                      None, {"data": i.text}) for i in spec.instructions])
-    rank = {STRING_MSGTYPE: 0, JOINT_STATE_MSGTYPE: 1, IMAGE_MSGTYPE: 2}
+    rank = {STRING_MSGTYPE: 0, JOINT_STATE_MSGTYPE: 1, IMAGE_MSGTYPE: 2, COMPRESSED_IMAGE_MSGTYPE: 2}
     merged = [m for s in streams for m in s]
     merged.sort(key=lambda m: (m.record_ns, rank[m.msgtype], m.topic))
     yield from merged
@@ -423,22 +452,28 @@ def write_synthetic_bag(spec: SyntheticBagSpec, out_dir: str | Path) -> Path:
     # Imported here so that scene rendering works without the bag stack.
     from lightwam_ros.replay.bags import (
         BagWriter,
+        compressed_image_payload,
         image_payload,
         joint_state_payload,
         string_payload,
         transient_local_qos,
     )
+    from lightwam_ros.ros.compressed import compressed_format, encode_rgb
 
     out = Path(out_dir)
     with BagWriter(out, storage=spec.storage.value, version=spec.version) as writer:
         for camera in spec.cameras:
-            writer.add_topic(spec.camera_topic(camera), IMAGE_MSGTYPE)
+            writer.add_topic(spec.recorded_camera_topic(camera), spec.camera_msgtype)
         writer.add_topic(spec.joint_state_topic, JOINT_STATE_MSGTYPE)
         writer.add_topic(spec.instruction_topic, STRING_MSGTYPE, qos=[transient_local_qos()])
         for msg in iter_messages(spec):
             if msg.msgtype == IMAGE_MSGTYPE:
                 pixels, step = encode_image(frame_rgb(spec, msg), spec.encoding)
                 data = image_payload(pixels, spec.encoding.value, step, msg.stamp_ns, msg.payload["frame_id"])
+            elif msg.msgtype == COMPRESSED_IMAGE_MSGTYPE:
+                codec = spec.compression.value
+                data = compressed_image_payload(encode_rgb(frame_rgb(spec, msg), codec, spec.quality),
+                                                compressed_format(codec), msg.stamp_ns, msg.payload["frame_id"])
             elif msg.msgtype == JOINT_STATE_MSGTYPE:
                 data = joint_state_payload(msg.payload["name"], msg.payload["position"], msg.stamp_ns)
             else:
@@ -451,7 +486,9 @@ def spec_summary(spec: SyntheticBagSpec) -> dict:
     """Plain-data description of a spec (written next to the bag for humans and the demo)."""
     return {
         "cameras": list(spec.cameras),
-        "camera_topics": [spec.camera_topic(c) for c in spec.cameras],
+        "camera_topics": [spec.recorded_camera_topic(c) for c in spec.cameras],
+        "compression": spec.compression.value,
+        "quality": spec.quality,
         "size_hw": [spec.height, spec.width],
         "rate_hz": spec.rate_hz,
         "seconds": spec.seconds,

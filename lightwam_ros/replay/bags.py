@@ -362,6 +362,12 @@ def image_payload(pixels: np.ndarray, encoding: str, step: int, stamp: int, fram
                  data=np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1))
 
 
+def compressed_image_payload(data: bytes, fmt: str, stamp: int, frame_id: str = "") -> Any:
+    """sensor_msgs/CompressedImage from encoded bytes and image_transport's format string."""
+    CompressedImage = _TS.types["sensor_msgs/msg/CompressedImage"]
+    return CompressedImage(header=_header(stamp, frame_id), format=fmt, data=np.frombuffer(data, dtype=np.uint8))
+
+
 def joint_state_payload(names: Sequence[str], positions: np.ndarray, stamp: int,
                         velocities: np.ndarray | None = None) -> Any:
     """sensor_msgs/JointState with positions (and optionally velocities) in the order of ``names``."""

@@ -33,6 +33,7 @@ from lightwam_ros.replay.bags import BagReader
 from lightwam_ros.replay.metrics import percentiles
 from lightwam_ros.replay.options import ReplayError, ReplayOptions
 from lightwam_ros.replay.streams import (
+    COMPRESSED_IMAGE,
     IMAGE,
     FrameSetCounter,
     InputTopics,
@@ -128,7 +129,7 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import Float64MultiArray, String
     from trajectory_msgs.msg import JointTrajectory
 
@@ -153,7 +154,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     log_path = options.out / "node.log"
     try:
         # -- publishers for the inputs (QoS compatible with the node's subscriptions) --------------
-        types = {IMAGE: Image, "sensor_msgs/msg/JointState": JointState, "std_msgs/msg/String": String}
+        types = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, "sensor_msgs/msg/JointState": JointState,
+                 "std_msgs/msg/String": String}
         pubs = {}
         for bag_topic, node_topic in inputs.node_topic.items():
             qos = instruction_qos() if bag_topic == inputs.instruction else playback_qos()

@@ -30,6 +30,7 @@ from lightwam_ros.replay.metrics import percentiles
 from lightwam_ros.replay.options import ReplayError, ReplayOptions
 from lightwam_ros.replay.simulation import SimClock, Simulation, TickRecord
 from lightwam_ros.replay.streams import (
+    COMPRESSED_IMAGE,
     IMAGE,
     STRING,
     FrameSetCounter,
@@ -87,7 +88,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
                 recorder: OutputRecorder, start_ns: int, stop_ns: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Drive the controller through [start_ns, stop_ns) of the bag; returns (report part, extras)."""
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import String
 
     clock = SimClock(start_ns)
@@ -110,7 +111,8 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
         sim = Simulation(loaded, cfg, publishers, clock, messages, latency=latency, keep_frames=options.keep_frames)
         sim.activate()
         counter = FrameSetCounter(inputs.cameras, cfg.sync, start_ns)
-        types = {IMAGE: Image, "sensor_msgs/msg/JointState": JointState, STRING: String}
+        types = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, "sensor_msgs/msg/JointState": JointState,
+                 STRING: String}
         wall0 = time.perf_counter()
         delivered: Counter[str] = Counter()
         with BagReader(options.bag) as reader:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lightwam_ros.config import NODE_NAME, OutputMode, PolicyConfig, SyncConfig
+from lightwam_ros.config import COMPRESSED_SUFFIX, NODE_NAME, OutputMode, PolicyConfig, SyncConfig
 from lightwam_ros.control.sync import FrameSync
 from lightwam_ros.replay.bags import (
     BagError,
@@ -32,6 +32,7 @@ from lightwam_ros.replay.options import ReplayError
 log = logging.getLogger(__name__)
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 
 
@@ -54,11 +55,16 @@ class InputTopics:
 def map_inputs(info: BagInfo, cfg: PolicyConfig, namespace: str = "/") -> InputTopics:
     """Find the bag topic of every node input (errors name the profile parameter and list the bag's)."""
     cameras, node_topic, msgtype = {}, {}, {}
-    for name, topic in zip(cfg.cameras.names, cfg.cameras.topics):
-        bag_topic = find_topic(info, topic, IMAGE, namespace, what=f"cameras.topics ({name})")
+    for name in cfg.cameras.names:
+        topic = cfg.cameras.subscribed_topic(name)
+        kind = COMPRESSED_IMAGE if cfg.cameras.compressed(name) else IMAGE
+        try:
+            bag_topic = find_topic(info, topic, kind, namespace, what=f"cameras.topics ({name})")
+        except BagError as exc:
+            raise BagError(f"{exc}{_transport_hint(info, cfg, name, namespace)}") from None
         cameras[bag_topic] = name
         node_topic[bag_topic] = resolve_name(topic, namespace)
-        msgtype[bag_topic] = IMAGE
+        msgtype[bag_topic] = kind
     joints = find_topic(info, cfg.joints.state_topic, JOINT_STATE, namespace, what="joints.state_topic")
     node_topic[joints] = resolve_name(cfg.joints.state_topic, namespace)
     msgtype[joints] = JOINT_STATE
@@ -72,6 +78,19 @@ def map_inputs(info: BagInfo, cfg: PolicyConfig, namespace: str = "/") -> InputT
         log.warning("%s; using instruction.default %r", exc, cfg.instruction.default)
         instruction = None
     return InputTopics(cameras, node_topic, joints, instruction, msgtype)
+
+
+def _transport_hint(info: BagInfo, cfg: PolicyConfig, camera: str, namespace: str) -> str:
+    """When the bag has the camera in the other transport, say which setting would read it."""
+    compressed = cfg.cameras.compressed(camera)
+    base = cfg.cameras.topic_of[camera]
+    other, kind, value = ((base, IMAGE, "raw") if compressed
+                          else (base + COMPRESSED_SUFFIX, COMPRESSED_IMAGE, "compressed"))
+    try:
+        found = find_topic(info, other, kind, namespace)
+    except BagError:
+        return ""
+    return f"; the bag has {found} ({kind}): set cameras.transports to {value} for {camera}"
 
 
 def replay_window(info: BagInfo, start_s: float, duration_s: float | None) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from lightwam_ros.config import apply_updates
@@ -31,6 +31,8 @@ from lightwam_ros.control.controller import (
     TickResult,
     TrajectoryCommand,
 )
+from lightwam_ros.ros.compressed import compressed_to_rgb
+from lightwam_ros.ros.decode_thread import DecodedFrame
 from lightwam_ros.ros.images import ImageError, image_to_rgb, time_to_ns
 from lightwam_ros.ros.outputs import action_chunk_msg, debug_canvas, diagnostic_array, forward_command, joint_trajectory
 
@@ -72,13 +74,30 @@ class PolicyBridge:
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def on_image(self, msg: Image, camera: str, topic: str) -> None:
+    def on_image(self, msg: Image | CompressedImage, camera: str, topic: str) -> None:
+        """A raw or a compressed frame, converted here (the node decodes compressed frames on its
+        DecodeThread and calls on_decoded instead; replay and tests come here)."""
         try:
-            rgb = image_to_rgb(msg, self._resolve(topic))
+            if isinstance(msg, CompressedImage):
+                rgb = compressed_to_rgb(msg, self._resolve(topic))
+            else:
+                rgb = image_to_rgb(msg, self._resolve(topic))
         except ImageError as exc:
-            self._log.error(f"{exc}; frame dropped", throttle_duration_sec=THROTTLE_S)
+            self._bad_image(camera, exc)
             return
         self.controller.on_frame(camera, time_to_ns(msg.header.stamp), rgb)
+
+    def on_decoded(self, frame: DecodedFrame) -> None:
+        if frame.error is not None or frame.rgb is None:
+            self._bad_image(frame.camera, frame.error or ImageError(f"compressed image on '{frame.topic}': no pixels"))
+            return
+        self.controller.on_frame(frame.camera, frame.stamp_ns, frame.rgb)
+
+    def _bad_image(self, camera: str, exc: ImageError) -> None:
+        """Counted (diagnostics lost_frames.<camera>.undecodable), logged once per THROTTLE_S; the
+        camera has no frame this time and the sync and hold rules decide the rest."""
+        self.controller.on_lost_frames(camera, "undecodable")
+        self._log.error(f"{exc}; frame dropped", throttle_duration_sec=THROTTLE_S)
 
     def on_joint_state(self, msg: JointState) -> None:
         self.controller.on_joint_state(msg.name, msg.position, time_to_ns(msg.header.stamp))

@@ -61,7 +61,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -72,6 +72,9 @@ from lightwam_ros.control.controller import Clocks, PolicyController, Topics
 from lightwam_ros.ros import qos
 from lightwam_ros.ros.assembly import LoadedPolicy, build_controller, inference_pool, load_policy
 from lightwam_ros.ros.bridge import PolicyBridge, Publishers
+from lightwam_ros.ros.compressed import compressed_to_rgb
+from lightwam_ros.ros.decode_thread import DecodeThread
+from lightwam_ros.ros.images import time_to_ns
 
 NODE_NAME = cfgmod.NODE_NAME
 CLEANUP_INFERENCE_WAIT_S = 30.0  # cleanup: a running inference may finish before the model is closed
@@ -118,6 +121,8 @@ class _Runtime:
     timers: list = field(default_factory=list)
     services: list = field(default_factory=list)
     control_timer: Any = None
+    decoder: DecodeThread | None = None  # compressed cameras only
+    decoder_wake: Any = None  # its guard condition
     realtime_done: bool = False  # control.realtime_priority / switch_interval applied (first tick)
 
 
@@ -306,9 +311,19 @@ class PolicyNode(LifecycleNode):
         rt = _Runtime(loaded=loaded, controller=controller, bridge=bridge)
         try:
             camera_qos = qos.camera_qos(cfg.sync.queue_size)
-            for camera, topic in zip(cfg.cameras.names, cfg.cameras.topics):
-                rt.subscriptions.append(self.create_subscription(
-                    Image, topic, lambda msg, c=camera, t=topic: bridge.on_image(msg, c, t), camera_qos))
+            if "compressed" in cfg.cameras.transports:
+                self._start_decoder(rt, len(cfg.cameras.names) * cfg.sync.queue_size)
+            for camera in cfg.cameras.names:
+                topic = cfg.cameras.subscribed_topic(camera)
+                if cfg.cameras.compressed(camera):
+                    decoder = rt.decoder  # queues the message; the decode runs on its thread
+                    rt.subscriptions.append(self.create_subscription(
+                        CompressedImage, topic,
+                        lambda msg, c=camera, t=topic, d=decoder: d.submit(msg, c, t, time_to_ns(msg.header.stamp)),
+                        camera_qos))
+                else:
+                    rt.subscriptions.append(self.create_subscription(
+                        Image, topic, lambda msg, c=camera, t=topic: bridge.on_image(msg, c, t), camera_qos))
             rt.subscriptions.append(self.create_subscription(
                 JointState, cfg.joints.state_topic, bridge.on_joint_state, qos.joint_state_qos()))
             rt.subscriptions.append(self.create_subscription(
@@ -333,7 +348,29 @@ class PolicyNode(LifecycleNode):
             raise
         return rt
 
+    def _start_decoder(self, rt: _Runtime, capacity: int) -> None:
+        """Compressed frames are decoded on a thread of their own (ros/decode_thread.py); its guard
+        condition brings them back to this executor thread, to the controller's single owner."""
+        def take_decoded() -> None:
+            decoder = rt.decoder
+            if decoder is None:
+                return
+            for frame in decoder.drain():
+                rt.bridge.on_decoded(frame)
+            for camera, n in decoder.take_dropped().items():
+                rt.controller.on_lost_frames(camera, "decode_backlog", n)
+
+        rt.decoder_wake = self.create_guard_condition(take_decoded)
+        rt.decoder = DecodeThread(lambda msg, topic: compressed_to_rgb(msg, self.resolve_topic_name(topic)),
+                                  rt.decoder_wake.trigger, capacity=capacity)
+
     def _destroy_entities(self, rt: _Runtime) -> None:
+        if rt.decoder is not None:
+            rt.decoder.close()
+            rt.decoder = None
+        if rt.decoder_wake is not None:
+            self.destroy_guard_condition(rt.decoder_wake)
+            rt.decoder_wake = None
         for s in rt.subscriptions:
             self.destroy_subscription(s)
         for p in rt.publishers:

@@ -26,13 +26,14 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from lightwam_ros import config as cfgmod
 from lightwam_ros.demo.synthetic import joint_positions, render_scene
+from lightwam_ros.ros.compressed import rgb_to_compressed
 from lightwam_ros.ros.images import ns_to_time, rgb_to_image
 from lightwam_ros.ros.qos import instruction_qos, rosout_qos, sensor_feed_qos
 
@@ -87,7 +88,14 @@ class RobotStandIn(Node):
         h, w = image_hw
         self._frames = {c: [render_scene(i, k / camera_hz, h, w) for k in range(8)] for i, c in enumerate(self.cameras)}
         self._frame_index = 0
-        self._cam_pubs = {c: self.create_publisher(Image, t, sensor_feed_qos())
+        # cameras.transports compressed: JPEG CompressedImage on <topic>/compressed, encoded up front
+        transports = list(params.get("cameras.transports") or ["raw"] * len(self.cameras))
+        self.compressed = {c: t == "compressed" for c, t in zip(self.cameras, transports)}
+        self.corrupt_compressed = False  # send truncated JPEG bytes (the error tests)
+        self._jpeg = {c: [rgb_to_compressed(f, "jpeg", 90) for f in self._frames[c]]
+                      for c in self.cameras if self.compressed[c]}
+        self._cam_pubs = {c: self.create_publisher(CompressedImage if self.compressed[c] else Image,
+                                                   t + "/compressed" if self.compressed[c] else t, sensor_feed_qos())
                           for c, t in zip(self.cameras, params["cameras.topics"])}
         self._joint_pub = self.create_publisher(JointState, params["joints.state_topic"], 10)
         self._instruction_pub = self.create_publisher(String, params["instruction.topic"], instruction_qos())
@@ -134,6 +142,13 @@ class RobotStandIn(Node):
         self._frame_index += 1
         for c, pub in self._cam_pubs.items():
             if c in self.silent_cameras:
+                continue
+            if self.compressed[c]:
+                msg = self._jpeg[c][k]
+                msg.header.stamp = ns_to_time(stamp)
+                if self.corrupt_compressed:
+                    msg = CompressedImage(header=msg.header, format=msg.format, data=msg.data[: len(msg.data) // 3])
+                pub.publish(msg)
                 continue
             msg = rgb_to_image(self._frames[c][k], stamp, c)
             if self.encoding != "rgb8":
