@@ -34,6 +34,8 @@ from lightwam_ros.ros.dds_profile import NEW_VARIABLE, OLD_VARIABLE, profile_env
 PACKAGE = "lightwam_ros"
 EXECUTABLE = "policy_node"
 AUTOSTART_FLAG = "--autostart"
+# dds_profile:= choices -> the Fast DDS XML profile in <share>/config (docs/network.md: which one when).
+DDS_PROFILES = {"shm": "fastdds_shm.xml", "udp": "fastdds_udp.xml"}
 
 
 class LaunchConfigError(ValueError):
@@ -66,10 +68,12 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                                 "(e.g. joint_states:=/robot/joint_states)"),
     LaunchArgument("autostart", "true", "configure and activate the lifecycle node at start (false: wait "
                                         "for lifecycle transitions from outside)"),
-    LaunchArgument("shm_profile", "true", "use the package's Fast DDS shared-memory profile "
-                                          f"(config/fastdds_shm.xml) for the node, set as {NEW_VARIABLE} on "
-                                          f"Fast DDS 3.x (Kilted) or {OLD_VARIABLE} on 2.x (Humble, Jazzy), "
-                                          "unless either variable is already set"),
+    LaunchArgument("dds_profile", "shm", "the package's Fast DDS profile for the node: shm (config/fastdds_shm.xml: "
+                                         "large shared-memory segment, for a node on the robot's computer) | udp "
+                                         "(config/fastdds_udp.xml: UDPv4 only with large socket buffers, for a node "
+                                         "on another host; the robot side needs it too) | none; set as "
+                                         f"{NEW_VARIABLE} on Fast DDS 3.x (Kilted) or {OLD_VARIABLE} on 2.x "
+                                         "(Humble, Jazzy), unless either variable is already set"),
     LaunchArgument("log_level", "info", "node log level: debug | info | warn | error"),
 )
 _ARGUMENT_NAMES = {a.name for a in LAUNCH_ARGUMENTS}
@@ -163,6 +167,21 @@ def parse_remappings(text: str) -> tuple[tuple[str, str], ...]:
             raise LaunchConfigError(f"remap: expected 'from:=to' items, got {item!r}")
         pairs.append((src, dst))
     return tuple(pairs)
+
+
+def dds_profile_env(name: str, share_dir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that loads the Fast DDS profile `name` (DDS_PROFILES, or "none") into a process.
+
+    One place for the choice because both ends of a link decide its path: live replay loads the same
+    profile into its own participant (which publishes the frames) as into the node it starts, and the
+    launch file and the replay must mean the same file by the same name.
+    """
+    key = name.strip().lower()
+    if key == "none":
+        return {}
+    if key not in DDS_PROFILES:
+        raise LaunchConfigError(f"dds_profile: expected one of {[*DDS_PROFILES, 'none']}, got {name!r}")
+    return profile_env(share_dir / "config" / DDS_PROFILES[key], environ)
 
 
 def parse_bool(name: str, text: str) -> bool:
@@ -273,9 +292,7 @@ def plan_from_arguments(arguments: Mapping[str, str], share_dir: Path | None = N
     log_level = values["log_level"].strip().lower()
     if log_level not in _LOG_LEVELS:
         raise LaunchConfigError(f"log_level: expected one of {_LOG_LEVELS}, got {values['log_level']!r}")
-    env: dict[str, str] = {}
-    if parse_bool("shm_profile", values["shm_profile"]):
-        env = profile_env(share_dir / "config" / "fastdds_shm.xml", environ)
+    env = dds_profile_env(values["dds_profile"], share_dir, environ)
     return NodeLaunchPlan(
         profile=profile,
         parameters=parameters,

@@ -69,7 +69,7 @@ def test_shipped_profiles_resolve_and_validate(robot: str, mode: str, n_cams: in
     assert plan.node_arguments == [AUTOSTART_FLAG]
 
 
-def test_shm_profile_is_set_unless_the_user_chose_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dds_profile_is_set_unless_the_user_chose_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The profile goes under the variable the node's Fast DDS reads (lightwam_ros.ros.dds_profile): a 2.x
     library (Humble, Jazzy) silently ignores FASTDDS_DEFAULT_PROFILES_FILE."""
     shm = str(REPO_ROOT / "config" / "fastdds_shm.xml")
@@ -85,14 +85,21 @@ def test_shm_profile_is_set_unless_the_user_chose_one(monkeypatch: pytest.Monkey
     jazzy = {"LD_LIBRARY_PATH": str(fastdds2)}
     assert plan_from_arguments({"robot": "demo"}, share_dir=REPO_ROOT, environ=jazzy).additional_env == {
         OLD_VARIABLE: shm}
-    assert plan_from_arguments({"robot": "demo", "shm_profile": "false"}, share_dir=REPO_ROOT).additional_env == {}
+    assert plan_from_arguments({"robot": "demo", "dds_profile": "none"}, share_dir=REPO_ROOT).additional_env == {}
+    udp = str(REPO_ROOT / "config" / "fastdds_udp.xml")
+    assert plan_from_arguments({"robot": "demo", "dds_profile": "udp"}, share_dir=REPO_ROOT,
+                               environ=jazzy).additional_env == {OLD_VARIABLE: udp}
+    with pytest.raises(LaunchConfigError, match="dds_profile.*shm.*udp.*none.*'tcp'"):
+        plan_from_arguments({"robot": "demo", "dds_profile": "tcp"}, share_dir=REPO_ROOT)
+    assert misplaced_arguments(["shm_profile"]) == {"shm_profile": "did you mean dds_profile?"}
     for users in (NEW_VARIABLE, OLD_VARIABLE):  # either name set by the user: their profile wins
         assert plan_from_arguments({"robot": "demo"}, share_dir=REPO_ROOT,
                                    environ={**jazzy, users: "/etc/my_profile.xml"}).additional_env == {}
     monkeypatch.setenv(NEW_VARIABLE, "/etc/my_profile.xml")
     assert plan_from_arguments({"robot": "demo"}, share_dir=REPO_ROOT).additional_env == {}
-    shm_help = next(a.description for a in LAUNCH_ARGUMENTS if a.name == "shm_profile")
-    assert NEW_VARIABLE in shm_help and OLD_VARIABLE in shm_help
+    profile_help = next(a.description for a in LAUNCH_ARGUMENTS if a.name == "dds_profile")
+    assert NEW_VARIABLE in profile_help and OLD_VARIABLE in profile_help
+    assert "fastdds_shm.xml" in profile_help and "fastdds_udp.xml" in profile_help
 
 
 def test_overrides_replace_only_what_is_given(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lightwam_ros.ros.launch_config import DDS_PROFILES
+
 pytestmark = pytest.mark.slow  # a colcon build: the same on every distro
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +72,8 @@ def test_share_dir_holds_launch_profiles_and_manifest(colcon_install: Path) -> N
     assert (share / "launch" / "policy.launch.py").is_file()
     for profile in ("aloha_3cam", "libero_franka", "demo"):
         assert (share / "config" / f"{profile}.yaml").is_file(), profile
-    assert (share / "config" / "fastdds_shm.xml").is_file()
+    for dds_profile in DDS_PROFILES.values():  # what dds_profile:= loads
+        assert (share / "config" / dds_profile).is_file(), dds_profile
     assert (share / "models" / "README.md").is_file()
     assert (colcon_install / "share" / "ament_index" / "resource_index" / "packages" / PKG).is_file()
 
