@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from lightwam_ros.replay.bags import BagError
 from lightwam_ros.replay.metrics import motion_summary_lines
 from lightwam_ros.replay.options import ReplayError, ReplayMode, ReplayOptions
 from lightwam_ros.replay.runner import ReplayResult, run_replay
+from lightwam_ros.ros.launch_config import DDS_PROFILES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(its per-run totals) or a JSON list of ms; drawn from --seed")
     parser.add_argument("--seed", type=int, default=0,
                         help="offline: seed of the latency draws (default 0); the same seed gives the same report")
+    parser.add_argument("--dds-profile", default="shm", choices=[*DDS_PROFILES, "none"],
+                        help="live: the Fast DDS profile of the replay and the node, as the launch file's "
+                             "dds_profile:= (default shm; udp when the node runs on another host or with "
+                             "--node-prefix in another network namespace)")
+    parser.add_argument("--node-prefix", default="", metavar="CMD",
+                        help="live: run the node's command line through this command, split like a shell "
+                             "does (e.g. 'ip netns exec policy_ns'); it must pass the environment on and see "
+                             "the same paths (bundle, a temporary params file)")
     parser.add_argument("--namespace", default="/", help="node namespace (relative profile topics resolve under it)")
     parser.add_argument("--reference", default=None, metavar="TOPIC",
                         help="open-loop reference: a JointState, JointTrajectory or Float64MultiArray topic "
@@ -135,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
                                 mode=args.mode, rate=args.rate, start_s=args.start, duration_s=args.duration,
                                 latency_ms=args.latency, latency_jitter_ms=args.latency_jitter,
                                 latency_file=args.latency_file, seed=args.seed, namespace=args.namespace,
-                                reference_topic=args.reference, plot=not args.no_plot)
+                                reference_topic=args.reference, plot=not args.no_plot,
+                                dds_profile=args.dds_profile, node_prefix=shlex.split(args.node_prefix))
         result = run_replay(options)
     except (ReplayError, BagError) as exc:
         print(f"lightwam replay: error: {exc}", file=sys.stderr)

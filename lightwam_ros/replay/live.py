@@ -9,6 +9,11 @@ staleness checks and control timer run on the bag clock at any playback rate. Ev
 publishes (~/action_chunk, the output topic, ~/debug/canvas, /diagnostics) is recorded through raw
 subscriptions into the output bag at bag-clock receive times.
 
+The node can run somewhere else than the replay (``node_prefix``: its command line is appended to
+that argv, e.g. ``ip netns exec NS`` for another network namespace): the replay then stands for the
+robot and the frames cross a real network link. Both ends load the same Fast DDS profile
+(``dds_profile``; ``udp`` for a link), because the replay's participant picks its transports too.
+
 Delivery is what DDS and the machine make of it: frames can be late or lost, inference takes its
 real time. The report therefore compares what was published (frames, and the frame sets they make)
 with what the node formed and used, from the node's own /diagnostics.
@@ -139,7 +144,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
     diag_hz = max(cfg.diagnostics_rate_hz, LIVE_DIAGNOSTICS_HZ)
     plan = dataclasses.replace(plan, parameters={**plan.parameters, "diagnostics.rate_hz": diag_hz})
     # The replay's own participant publishes the camera frames: it needs the node's Fast DDS profile
-    # too (large shared-memory segment), or camera-size frames fragment and get lost on the way out.
+    # too (large shared-memory segment, or large UDP socket buffers), or camera-size frames fragment
+    # and get lost on the way out.
     # Fast DDS reads it when the process creates its first participant; a variable the user set wins.
     for key, value in plan.additional_env.items():
         os.environ.setdefault(key, value)
@@ -203,8 +209,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
         # -- the node process ---------------------------------------------------------------------
         with tempfile.TemporaryDirectory(prefix="lightwam_replay_") as tmp:
             params = plan.write_params_file(tmp)
-            cmd = [sys.executable, "-m", "lightwam_ros.ros.node", "--autostart", *plan.ros_arguments(params),
-                   "-p", "use_sim_time:=true"]
+            cmd = [*options.node_prefix, sys.executable, "-m", "lightwam_ros.ros.node", "--autostart",
+                   *plan.ros_arguments(params), "-p", "use_sim_time:=true"]
             with open(log_path, "w") as logf:
                 proc = subprocess.Popen(cmd, env=plan.environment(), stdout=logf, stderr=subprocess.STDOUT)
             t_wait = time.monotonic()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from lightwam_ros.ros.launch_config import DDS_PROFILES
+
 OUTPUT_BAG = "outputs"
 
 
@@ -43,6 +45,10 @@ class ReplayOptions:
     reference_topic: str | None = None  # open-loop reference (default: the profile's joints.state_topic)
     keep_frames: bool = False  # offline: keep every inference request's images in the result (tests)
     tail_s: float = 1.0  # live: bag seconds the clock keeps running after the last message
+    dds_profile: str = "shm"  # live: Fast DDS profile of the replay and the node (launch_config.DDS_PROFILES, none)
+    # live: argv the node's command line is appended to (e.g. ip netns exec NS): the node runs elsewhere
+    # while the replay publishes from here; the prefix must keep the environment and see the same files
+    node_prefix: tuple[str, ...] = ()
     plot: bool = True
 
     def __post_init__(self) -> None:
@@ -65,6 +71,11 @@ class ReplayOptions:
             if self.latency_ms or self.latency_jitter_ms:
                 raise ReplayError("--latency-file draws every latency from the file: leave out --latency and "
                                   "--latency-jitter")
+        if self.dds_profile not in (*DDS_PROFILES, "none"):
+            raise ReplayError(f"--dds-profile must be one of {[*DDS_PROFILES, 'none']}, got {self.dds_profile!r}")
+        object.__setattr__(self, "node_prefix", tuple(self.node_prefix))
+        if self.mode is ReplayMode.OFFLINE and self.node_prefix:
+            raise ReplayError("--node-prefix starts the node in another place: it needs --mode live")
         if self.tail_s < 0:
             raise ReplayError(f"tail_s must be >= 0, got {self.tail_s}")
 

@@ -82,7 +82,7 @@ class ReplayResult:
 
 def node_plan(options: ReplayOptions) -> tuple[Any, PolicyConfig]:
     """The node's launch plan (profile + bundle override + namespace) and its validated config."""
-    args = {"robot": str(options.profile), "namespace": options.namespace}
+    args = {"robot": str(options.profile), "namespace": options.namespace, "dds_profile": options.dds_profile}
     if options.bundle:
         args["bundle"] = str(Path(options.bundle).expanduser().resolve())
     try:
