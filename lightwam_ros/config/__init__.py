@@ -4,12 +4,15 @@ The package is split by job; each module's docstring has its own API and reasons
 - ``parameters`` -- the parameter table (PARAMETERS, SPECS, declarations()), ConfigError, the mode
   enums, NODE_NAME, the input bounds, and the check of one value against its table entry.
 - ``policy`` -- the frozen, self-validating configs (CameraConfig ... PolicyConfig) and from_params().
-- ``profiles`` -- profile YAMLs and bundle directories on disk (load_profile, resolve_bundle_path).
+- ``profiles`` -- profile YAMLs and bundle directories on disk (load_profile, resolve_bundle_path),
+  and the bounds a profile is read within (MAX_PROFILE_*).
+- ``bounded_yaml`` -- user YAML files (profiles, bag metadata) read with bounded work and memory.
 - ``bundle_check`` -- the configuration against the loaded bundle's manifest (BundleInfo).
 - ``updates`` -- runtime parameter changes (apply_updates).
 (docs/parameters.md is rendered from the table by ros/docs_reference.py, next to the launch
 arguments it also lists.)
-Imports run one way: parameters <- policy <- bundle_check <- updates, and parameters <- profiles.
+Imports run one way: parameters <- policy <- bundle_check <- updates, and parameters, bounded_yaml
+<- profiles.
 
 This module re-exports every public name, so callers keep one import,
 ``from lightwam_ros import config as cfgmod`` and ``cfgmod.X``, and do not depend on which module
@@ -34,6 +37,7 @@ API
 
 from __future__ import annotations
 
+from lightwam_ros.config.bounded_yaml import YamlLimitError, read_bounded_yaml, shown_keys
 from lightwam_ros.config.bundle_check import BundleInfo, validate_against_bundle
 from lightwam_ros.config.parameters import (
     MAX_INSTRUCTION_CHARS,
@@ -71,7 +75,17 @@ from lightwam_ros.config.policy import (
     from_params,
     instruction_problem,
 )
-from lightwam_ros.config.profiles import PACKAGE, load_profile, profile_dirs, resolve_bundle_path, resolve_profile
+from lightwam_ros.config.profiles import (
+    MAX_PROFILE_BYTES,
+    MAX_PROFILE_DEPTH,
+    MAX_PROFILE_NODES,
+    MAX_PROFILE_PARAMETERS,
+    PACKAGE,
+    load_profile,
+    profile_dirs,
+    resolve_bundle_path,
+    resolve_profile,
+)
 from lightwam_ros.config.updates import UpdateResult, apply_updates
 
 __all__ = [
@@ -110,11 +124,19 @@ __all__ = [
     "from_params",
     "instruction_problem",
     # profiles
+    "MAX_PROFILE_BYTES",
+    "MAX_PROFILE_DEPTH",
+    "MAX_PROFILE_NODES",
+    "MAX_PROFILE_PARAMETERS",
     "PACKAGE",
     "load_profile",
     "profile_dirs",
     "resolve_bundle_path",
     "resolve_profile",
+    # bounded_yaml
+    "YamlLimitError",
+    "read_bounded_yaml",
+    "shown_keys",
     # bundle_check
     "BundleInfo",
     "validate_against_bundle",
