@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window after the node follows")
     p.add_argument("--camera-hz", type=float, default=30.0)
     p.add_argument("--size", default="480x640", help="camera frame HxW")
-    p.add_argument("--encoding", default="rgb8", choices=["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+    p.add_argument("--encoding", default="rgb8", choices=["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "jpeg90",
+                                                          "jpeg75", "png"],
+                   help="raw Image encoding, or CompressedImage on <topic>/compressed (jpeg<quality>, png; the "
+                        "node then runs with cameras.transports compressed)")
     p.add_argument("--control-hz", type=float, default=50.0)
     p.add_argument("--bundle", type=Path, default=None, help="bundle dir (default: the tiny demo bundle, built "
                    "under the temp dir)")
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = a.bundle or H.ensure_tiny_bundle(Path(tempfile.gettempdir()) / "lightwam_bench_bundle_tiny")
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.param)}
     params = H.node_parameters(bundle, control_rate_hz=a.control_hz, **extra)
+    if H.compressed_encoding(a.encoding)[0]:
+        params["cameras.transports"] = ["compressed"] * len(params["cameras.names"])
     period_ns = round(1e9 / a.control_hz)
     h, w = (int(v) for v in a.size.split("x"))
     workdir = a.keep or Path(tempfile.mkdtemp(prefix="lightwam_jitter_"))

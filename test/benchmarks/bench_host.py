@@ -1,9 +1,11 @@
 """Host-side cost of one camera frame set, per stage: a benchmark script, not a test.
 
-    .venv/bin/python test/benchmarks/bench_host.py [--runs 300] [--threads 1] [--encodings rgb8 bgr8]
+    .venv/bin/python test/benchmarks/bench_host.py [--runs 300] [--threads 1] [--encodings rgb8 jpeg90 ...]
 
 For 3 cameras at 480x640 (the robotwin_3cam layout) it times, per frame set:
-  decode     sensor_msgs/Image -> uint8 HxWx3 RGB (images.image_to_rgb) x3
+  decode     sensor_msgs/Image -> uint8 HxWx3 RGB (images.image_to_rgb) x3, or for jpeg90 / jpeg75 /
+             png a sensor_msgs/CompressedImage decompressed (compressed.compressed_to_rgb) x3 --
+             in the node that runs on its decode thread, not the control thread, but on the same CPU
   sync       FrameSync.add x3 (the third completes the set)
   preprocess Preprocessor on the CPU: upload, [0,1] float, the training resize chain, tiling into the
              384x320 canvas, [-1,1]
@@ -14,7 +16,9 @@ that optimisation. It runs on the same frame sets in alternating blocks of BLOCK
 the same machine load without sharing caches and allocator state set by set. All of it
 with torch limited to ``--threads`` intra-op threads (1 = "one CPU core"), and prints median and p90
 in ms over ``--runs`` frame sets after a warm-up. The messages are deserialized from CDR as rclpy
-delivers them (``data`` is an array.array), so decode sees what the node sees.
+delivers them (``data`` is an array.array), so decode sees what the node sees. The frames are the
+synthetic textured scene with sensor-like noise; a table of bytes per camera frame (what crosses the
+network, CDR included) and MB/s at 30 Hz follows.
 
 Two clocks: ``cpu`` is this thread's CPU time (time.thread_time_ns) -- the cost on one core, which
 other processes on a busy machine do not inflate -- and ``wall`` the elapsed time, which they do
@@ -36,12 +40,14 @@ import cv2
 import numpy as np
 import torch
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from lightwam_ros.config import SyncConfig
 from lightwam_ros.control.sync import FrameSync
+from lightwam_ros.demo.synthetic import render_scene
 from lightwam_ros.inference.layouts import Preprocessor, resize
 from lightwam_ros.model.canvas_layout import LAYOUTS
+from lightwam_ros.ros.compressed import compressed_to_rgb, rgb_to_compressed
 from lightwam_ros.ros.images import image_to_rgb, ns_to_time
 
 LAYOUT = LAYOUTS["robotwin_3cam"]
@@ -50,13 +56,34 @@ PERIOD_NS = 33_333_333  # 30 Hz cameras
 BLOCK = 25  # frame sets per alternating block (pipeline, then float chain)
 
 
-def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image:
-    """An Image as a subscriber receives it (serialized + deserialized)."""
+def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image | CompressedImage:
+    """An Image (or, for jpeg<Q> / png, a CompressedImage) as a subscriber receives it (serialized +
+    deserialized)."""
+    if encoding.startswith("jpeg") or encoding == "png":
+        codec = "png" if encoding == "png" else "jpeg"
+        cmsg = rgb_to_compressed(rgb, codec, int(encoding[4:] or 90) if codec == "jpeg" else 90, stamp_ns)
+        return deserialize_message(serialize_message(cmsg), CompressedImage)
     px = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
     msg = Image(height=H, width=W, encoding=encoding, is_bigendian=0, step=3 * W)
     msg.header.stamp = ns_to_time(stamp_ns)
     msg.data = np.ascontiguousarray(px).tobytes()
     return deserialize_message(serialize_message(msg), Image)
+
+
+def camera_like_frame(camera: int) -> np.ndarray:
+    """The synthetic textured scene plus sensor-like noise (sigma 3 grey levels): the content decides
+    how large a JPEG is and how long it takes to decode, and flat synthetic colours would flatter both."""
+    rng = np.random.default_rng(camera)
+    noisy = render_scene(camera, 0.5, H, W).astype(np.float32) + rng.normal(0.0, 3.0, (H, W, 3))
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def to_rgb(msg: Image | CompressedImage, topic: str) -> np.ndarray:
+    return compressed_to_rgb(msg, topic) if isinstance(msg, CompressedImage) else image_to_rgb(msg, topic)
+
+
+def message_bytes(msg: Image | CompressedImage) -> int:
+    return len(serialize_message(msg))
 
 
 def float_chain(images: dict[str, np.ndarray]) -> torch.Tensor:
@@ -76,9 +103,8 @@ def percentiles(samples_ns: list[int]) -> tuple[float, float]:
 
 
 def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float]]:
-    rng = np.random.default_rng(0)
     cameras = LAYOUT.cameras
-    frames = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in cameras]
+    frames = [camera_like_frame(c) for c in range(len(cameras))]
     # distinct messages per set (fresh buffers, as arriving frames are), built before timing
     sets = [[make_message(frames[c], encoding, (i + 1) * PERIOD_NS + c * 1000) for c in range(len(cameras))]
             for i in range(runs + warmup)]
@@ -90,7 +116,7 @@ def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float
     for i, msgs in enumerate(sets):
         now = (i + 1) * PERIOD_NS + 5_000_000
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-        rgbs = [image_to_rgb(m, f"/cam{c}") for c, m in enumerate(msgs)]
+        rgbs = [to_rgb(m, f"/cam{c}") for c, m in enumerate(msgs)]
         c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
         out = None
         for cam, m, rgb in zip(cameras, msgs, rgbs):
@@ -115,10 +141,13 @@ def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float
                 times[("wall", "float chain")].append(w1 - w0)
             block = []
     assert canvas.shape == (1, 3, *LAYOUT.canvas_hw)
+    times[("bytes", "per camera")] = [message_bytes(m) for m in sets[-1]]
     diff = float((canvas - reference).abs().max())  # the last set, by both
     if diff > 1e-6:
         raise RuntimeError(f"Preprocessor and the float chain differ by {diff}")
-    return {k: percentiles(v) for k, v in times.items()}
+    out = {k: percentiles(v) for k, v in times.items() if k[0] != "bytes"}
+    out[("bytes", "per camera")] = (float(np.mean(times[("bytes", "per camera")])), 0.0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=300, help="timed frame sets per encoding (>= 200 recommended)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one CPU core)")
-    p.add_argument("--encodings", nargs="+", default=["rgb8", "bgr8"], choices=["rgb8", "bgr8"])
+    p.add_argument("--encodings", nargs="+", default=["rgb8", "bgr8", "jpeg90", "jpeg75", "png"],
+                   choices=["rgb8", "bgr8", "jpeg90", "jpeg75", "png"],
+                   help="raw Image encodings, or CompressedImage: jpeg<quality> or png, decoded by the node's "
+                        "decoder (decode is then the decompression)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)  # image_to_rgb converts with OpenCV
@@ -134,11 +166,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({LAYOUT.name}); torch {torch.__version__}, {args.threads} thread(s), {args.runs} runs; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'encoding':<9}{'stage':<12}{'cpu median':>11}{'cpu p90':>9}{'wall median':>13}{'wall p90':>10}  (ms)")
+    sizes = {}
     for enc in args.encodings:
         r = bench(enc, args.runs, args.warmup)
+        sizes[enc] = r[("bytes", "per camera")][0]
         for stage in ("decode", "sync", "preprocess", "total", "float chain"):
             (cm, c9), (wm, w9) = r[("cpu", stage)], r[("wall", stage)]
             print(f"{enc:<9}{stage:<12}{cm:>11.3f}{c9:>9.3f}{wm:>13.3f}{w9:>10.3f}")
+    print(f"\nbandwidth per camera at 30 Hz ({H}x{W}, the frames above: textured scene + sensor-like noise)")
+    print(f"{'encoding':<9}{'bytes/frame':>12}{'MB/s':>8}{'vs raw':>8}")
+    raw = sizes.get("rgb8")
+    for enc, n in sizes.items():
+        ratio = f"{raw / n:>7.1f}x" if raw else "-"
+        print(f"{enc:<9}{n:>12.0f}{n * 30 / 1e6:>8.2f}{ratio:>8}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

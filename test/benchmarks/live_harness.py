@@ -360,29 +360,43 @@ def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) 
     node_module.main(node_argv)
 
 
+def compressed_encoding(encoding: str) -> tuple[str, int]:
+    """'jpeg90' -> ('jpeg', 90), 'png' -> ('png', 0), a raw encoding -> ('', 0)."""
+    if encoding.startswith("jpeg"):
+        return "jpeg", int(encoding[4:] or 90)
+    return ("png", 0) if encoding == "png" else ("", 0)
+
+
 def _run_feeder(a: argparse.Namespace) -> None:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import String
 
     from lightwam_ros.demo.synthetic import encode_image, joint_positions, render_scene
+    from lightwam_ros.ros.compressed import rgb_to_compressed
     from lightwam_ros.ros.images import ns_to_time
     from lightwam_ros.ros.qos import instruction_qos, sensor_feed_qos
 
     h, w = (int(v) for v in a.size.split("x"))
+    codec, quality = compressed_encoding(a.encoding)
     frames = []  # per camera: a few pre-built messages (rendering each frame would load the CPU)
     for i, _ in enumerate(a.camera_topics):
         msgs = []
         for k in range(6):
-            pixels, step = encode_image(render_scene(i, k / a.camera_hz, h, w), a.encoding)
+            rgb = render_scene(i, k / a.camera_hz, h, w)
+            if codec:
+                msgs.append(rgb_to_compressed(rgb, codec, quality))
+                continue
+            pixels, step = encode_image(rgb, a.encoding)
             m = Image(height=h, width=w, encoding=a.encoding, is_bigendian=0, step=step)
             m.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
             msgs.append(m)
         frames.append(msgs)
     rclpy.init()
     node = rclpy.create_node("bench_feeder")
-    cams = [node.create_publisher(Image, t, sensor_feed_qos()) for t in a.camera_topics]
+    cams = [node.create_publisher(CompressedImage, t + "/compressed", sensor_feed_qos()) if codec
+            else node.create_publisher(Image, t, sensor_feed_qos()) for t in a.camera_topics]
     joints = node.create_publisher(JointState, a.joint_topic, 10)
     node.create_publisher(String, a.instruction_topic, instruction_qos()).publish(String(data=a.instruction))
     sent = {"frame_sets": 0, "joint_states": 0, "late_ms": []}

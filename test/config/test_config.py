@@ -54,6 +54,7 @@ PARAMETER_TABLE = [
     ("bundle", "STRING", ""), ("backend", "STRING", "torch"), ("device", "STRING", "auto"),
     ("dtype", "STRING", "bfloat16"), ("control_rate_hz", "DOUBLE", 50.0), ("dry_run", "BOOL", False),
     ("cameras.names", "STRING_ARRAY", None), ("cameras.topics", "STRING_ARRAY", None),
+    ("cameras.transports", "STRING_ARRAY", []),
     ("sync.slop", "DOUBLE", 0.02), ("sync.queue_size", "INTEGER", 10), ("sync.max_age", "DOUBLE", 0.25),
     ("sync.camera_timeout", "DOUBLE", 0.5), ("joints.state_topic", "STRING", "joint_states"),
     ("joints.names", "STRING_ARRAY", None), ("joints.max_age", "DOUBLE", 0.25),
@@ -85,6 +86,18 @@ def test_only_documented_extra_parameter():
                                                             "control.realtime_priority", "control.switch_interval",
                                                             "joints.future_tolerance", "output.action_space",
                                                             "output.hold_command"}
+
+
+def test_camera_transports_default_to_raw_and_are_checked():
+    c = cfg()
+    assert c.cameras.transports == ("raw",) * len(c.cameras.names)
+    assert [c.cameras.subscribed_topic(n) for n in c.cameras.names] == list(c.cameras.topics)
+    n = len(BASE["cameras.names"])
+    c = cfg(**{"cameras.transports": ["compressed"] + ["raw"] * (n - 1)})
+    assert c.cameras.subscribed_topic(BASE["cameras.names"][0]) == BASE["cameras.topics"][0] + "/compressed"
+    assert c.cameras.compressed(BASE["cameras.names"][0]) and not c.cameras.compressed(BASE["cameras.names"][1])
+    raises("cameras.transports", cfg, **{"cameras.transports": ["compressed"]})
+    raises("cameras.transports", cfg, **{"cameras.transports": ["theora"] * n})
 
 
 def test_max_inflight_parameter():
