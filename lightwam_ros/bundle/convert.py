@@ -302,20 +302,48 @@ def read_dataset_stats(path: Path, mode: NormMode, action_dim: int, proprio_dim:
 # checkpoint and VAE
 
 
+def _load_error(exc: BaseException, limit: int = 300) -> str:
+    """One line saying why torch.load refused a file.
+
+    torch's own message for a refused pickle spans several lines, carries terminal escapes and
+    advises loading with weights_only=False or allowlisting globals, either of which would run what
+    the file holds; only the reason the restricted unpickler gave is kept.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "Weights only load failed" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[-1]
+        lines = [ln.strip() for ln in reason.splitlines()
+                 if ln.strip() and not ln.strip().startswith(("Check the documentation", "Weights only load"))]
+        reason = lines[0].split(" Please use")[0] if lines else "no reason given"
+        return f"refused by the weights-only unpickler: {reason[:limit]}; only tensors and plain containers are read"
+    if isinstance(exc, EOFError):
+        return "the file ends early"
+    line = " ".join(text.split())
+    return f"{type(exc).__name__}: {line[:limit]}" if line else type(exc).__name__
+
+
 def torch_load_tensors(path: Path, what: str) -> dict:
-    """torch.load without unpickling code, memory-mapped when the file is in the zip format."""
+    """torch.load without unpickling code, memory-mapped when the file is in the zip format.
+
+    Every failure, the retry without mmap for a legacy (non-zip) file included, is one ConvertError
+    line naming the file: an empty, truncated or garbage file fails inside pickle with EOFError,
+    KeyError or UnpicklingError, which name nothing.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConvertError(f"{what} {path}: no such file")
+    if path.stat().st_size == 0:
+        raise ConvertError(f"{what} {path}: empty file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc).lower():
-            raise ConvertError(f"{what} {path}: cannot load ({exc})") from exc
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc).lower():
+                raise
         log.warning("%s: legacy (non-zip) torch file, loading without mmap", path)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors: the message must still name the file
-        raise ConvertError(f"{what} {path}: cannot load with weights_only=True ({exc})") from exc
+    except Exception as exc:  # pickle, zip and storage errors of every type: name the file
+        raise ConvertError(f"{what} {path}: cannot load as a torch checkpoint ({_load_error(exc)})") from exc
 
 
 @dataclass
@@ -345,6 +373,9 @@ def _match(source: str, state: Mapping[str, torch.Tensor], expected: Mapping[str
     m = Mapped({}, [], [], [], [])
     seen: set[str] = set()
     for raw_name, t in state.items():
+        if not isinstance(raw_name, str):
+            m.unexpected.append(f"{source}: {raw_name!r} (not a string key)")
+            continue
         if not isinstance(t, torch.Tensor):
             m.unexpected.append(f"{source}: {raw_name} (not a tensor)")
             continue
@@ -379,11 +410,14 @@ def map_checkpoint(ckpt: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype
     missing_top = [k for k in ("mot", "state_fusion_action_expert", "proprio_encoder") if k not in ckpt]
     if missing_top:
         raise ConvertError(
-            f"{ckpt_path}: missing top-level keys {missing_top} (has {sorted(ckpt)}); expected a Light-WAM "
-            "state-fusion checkpoint written by LightWAM.save_checkpoint"
+            f"{ckpt_path}: missing top-level keys {missing_top} (has {sorted(map(repr, ckpt))}); expected a "
+            "Light-WAM state-fusion checkpoint written by LightWAM.save_checkpoint"
         )
-    extra_top = sorted(set(ckpt) - {"mot", "state_fusion_action_expert", "proprio_encoder", "step", "torch_dtype",
-                                    "optimizer"})
+    for key in ("mot", "state_fusion_action_expert", "proprio_encoder"):
+        if not isinstance(ckpt[key], Mapping):
+            raise ConvertError(f"{ckpt_path}: {key} must be a dict of tensors, got {type(ckpt[key]).__name__}")
+    extra_top = sorted(map(repr, set(ckpt) - {"mot", "state_fusion_action_expert", "proprio_encoder", "step",
+                                              "torch_dtype", "optimizer"}))
     if extra_top:
         log.warning("%s: ignoring top-level keys %s", ckpt_path, extra_top)
     # Unused at inference: the DiT output head and every block after the last adapter
@@ -407,7 +441,7 @@ def map_vae(vae_state: Mapping[str, Any], cfg: ModelConfig, dtype: torch.dtype, 
     state = vae_state.get("model_state", vae_state) if isinstance(vae_state, Mapping) else vae_state
     if not isinstance(state, Mapping):
         raise ConvertError(f"{vae_path}: expected a dict of tensors, got {type(state).__name__}")
-    if state and all(k.startswith("model.") for k in state):  # DiffSynth-converted naming
+    if state and all(isinstance(k, str) and k.startswith("model.") for k in state):  # DiffSynth-converted naming
         state = {k[len("model."):]: v for k, v in state.items()}
     expected = expected_shapes(cfg, lora_merged=False)["vae"]
     return _match(vae_path.name, state, expected, dtype, drop=VAE_DROP, vae_2d=True)
@@ -469,6 +503,11 @@ class ConvertRequest:
             raise ValueError(f"--action-rate-hz must be > 0, got {self.action_rate_hz}")
 
 
+def _step(value: Any) -> int | None:
+    """The checkpoint's training step for the manifest: an integer, or null for anything else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _names(given: tuple[str, ...] | None, layout: str, part: str, dim: int) -> tuple[str, ...]:
     if given is not None:
         if len(given) != dim:
@@ -527,7 +566,7 @@ def convert(req: ConvertRequest, backbones: Mapping[str, BackboneSpec] = BACKBON
     )
     source = {
         "converted_from": {
-            "ckpt": {"path": str(req.ckpt), "step": ckpt.get("step")},
+            "ckpt": {"path": str(req.ckpt), "step": _step(ckpt.get("step"))},
             "config": {"path": str(req.config), "sha256": sha256_file(req.config)},
             "stats": {"path": str(req.stats), "sha256": sha256_file(req.stats)},
             "vae": {"path": str(req.vae)},

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,16 @@ FORMAT = "lightwam-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONTEXTS_FILE = "text_contexts.safetensors"
+
+# Bounds on what a manifest may hold, checked before anything is done per entry. A real manifest is
+# a few KB, 5 levels deep, lists 5 to 11 files and about 150 bytes per instruction; the bounds are
+# far above that, so they only ever refuse a corrupt or hostile file (docs/bad-files.md).
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MANIFEST_DEPTH = 32
+MAX_FILES = 1024
+MAX_INSTRUCTIONS = 16384
+MAX_ONNX_EXPORTS = 64
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # part (= state_dict prefix of LightWAMPolicy) -> weights file
 PARTS: dict[str, str] = {
@@ -91,6 +103,10 @@ class Embodiment:
         if not self.cameras:
             object.__setattr__(self, "cameras", layout_cams)
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        for key in ("action_names", "state_names", "cameras"):  # joint and camera names end up in ROS messages
+            bad = [n for n in getattr(self, key) if not isinstance(n, str)]
+            if bad:
+                raise ValueError(f"embodiment.{key} must be strings, got {bad[0]!r}")
         if self.cameras != layout_cams:
             raise ValueError(f"embodiment.cameras {list(self.cameras)} differ from layout cameras {list(layout_cams)}")
         try:
@@ -109,8 +125,10 @@ class Embodiment:
             raise ValueError(f"embodiment.action_names has duplicates: {list(self.action_names)}")
         if self.trained_steps <= 0:
             raise ValueError(f"embodiment.trained_steps must be > 0, got {self.trained_steps}")
-        if self.action_rate_hz is not None and not self.action_rate_hz > 0:
-            raise ValueError(f"embodiment.action_rate_hz must be > 0 or null, got {self.action_rate_hz}")
+        rate = self.action_rate_hz
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not (rate > 0 and math.isfinite(rate))):
+            raise ValueError(f"embodiment.action_rate_hz must be a finite number > 0 or null, got {rate!r}")
 
     @property
     def action_dim(self) -> int:
@@ -223,6 +241,96 @@ def dumps_manifest(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages about a manifest someone edited by hand."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, name in ((dict, "an object"), (list, "a list"), (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """Depth of nested lists/objects, counted without recursion and stopping once past `limit`.
+
+    Why iterative: the manifest is written back by the recursive dumps_manifest, and read by code
+    that recurses, so depth must be bounded by a walk that cannot itself overflow the stack.
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def inside(directory: Path, path: Path) -> Path:
+    """`path` resolved, or BundleError unless it is a regular file inside `directory` (resolved too).
+
+    Why resolve: a symlink copied with a bundle can point anywhere -- another model's weights whose
+    hash the manifest was edited to match, a device, /proc/self/mem -- and a bundle is only ever its
+    own directory. Links between the bundle's own files, and a symlinked bundle directory, are fine.
+    """
+    try:
+        real = path.resolve(strict=True)
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing (listed in {MANIFEST})") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        raise BundleError(f"{path}: cannot be resolved ({exc})") from None
+    if not real.is_relative_to(directory.resolve()):
+        raise BundleError(f"{path}: resolves to {real}, outside the bundle directory {directory}")
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{path}: not a regular file")
+    return real
+
+
+def _required(section: Mapping, key: str, where: Path, prefix: str = "") -> Any:
+    if key not in section:
+        raise BundleError(f"{where}: missing key '{prefix}{key}'")
+    return section[key]
+
+
+def read_manifest(path: Path) -> dict:
+    """manifest.json parsed, with each way it can be broken named: size, encoding, JSON, nesting, type.
+
+    The size is bounded on the bytes read, before parsing, so a huge file costs no more than the
+    bound to refuse. Python's JSON parser recurses per nesting level and raises RecursionError on
+    deep input, and ValueError on integers longer than 4300 digits; both are named here.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, the most a manifest may be")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
+        manifest = json.loads(text)
+    except RecursionError:
+        raise BundleError(f"{path}: JSON nested deeper than {MAX_MANIFEST_DEPTH} levels") from None
+    except ValueError as exc:  # json.JSONDecodeError, and integers beyond the digit limit
+        raise BundleError(f"{path}: invalid JSON ({exc})") from None
+    if _nesting(manifest, MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
+        raise BundleError(f"{path}: JSON nested deeper than {MAX_MANIFEST_DEPTH} levels")
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: the top level must be a JSON object, got {json_type(manifest)}")
+    return manifest
+
+
 class Bundle:
     """A bundle directory: read with Bundle.load (verifies), write with Bundle.write."""
 
@@ -230,33 +338,99 @@ class Bundle:
         self.path = Path(path)
         self.manifest = manifest
         where = self.path / MANIFEST
-        try:
-            if manifest.get("format") != FORMAT:
-                raise ValueError(f"'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
-            if manifest.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"'format_version' is {manifest.get('format_version')!r}; this package reads {FORMAT_VERSION}"
-                )
-            self.model_config = ModelConfig.from_dict(manifest["model"])
-            self.embodiment = Embodiment.from_dict(manifest["embodiment"])
-            text = manifest["text"]
-            self.text_template: str = text["template"]
-            self.contexts_file: str = text.get("contexts_file", CONTEXTS_FILE)
-            self.instructions: dict[str, str] = dict(text.get("instructions", {}))
-            self.lora_merged: bool = bool(manifest.get("lora_merged", False))
-            self.files: dict[str, str] = dict(manifest["files"])
-            self.weights: dict[str, dict] = dict(manifest["weights"])
-            self.onnx: dict[str, dict] = dict(manifest.get("onnx", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise BundleError(f"{where}: {msg}") from exc
-        if not isinstance(self.text_template, str) or "{task}" not in self.text_template:
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{where}: the top level must be a JSON object, got {json_type(manifest)}")
+        if manifest.get("format") != FORMAT:
+            raise BundleError(f"{where}: 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{where}: 'format_version' is {manifest.get('format_version')!r}; "
+                              f"this package reads {FORMAT_VERSION}")
+        model = self._typed("model", _required(manifest, "model", where), dict, "an object")
+        for sub in ("vae", "expert"):
+            if sub in model:
+                self._typed(f"model.{sub}", model[sub], dict, "an object")
+        self.model_config = self._parse("model", ModelConfig.from_dict, model)
+        embodiment = self._typed("embodiment", _required(manifest, "embodiment", where), dict, "an object")
+        self.embodiment = self._parse("embodiment", Embodiment.from_dict, embodiment)
+        text = self._typed("text", _required(manifest, "text", where), dict, "an object")
+        self.text_template: str = self._typed("text.template", _required(text, "template", where, "text."), str,
+                                              "a string")
+        self.contexts_file: str = self._file_name("text.contexts_file", text.get("contexts_file", CONTEXTS_FILE))
+        self.instructions: dict[str, str] = self._string_map("text.instructions", text.get("instructions", {}),
+                                                             MAX_INSTRUCTIONS)
+        self.lora_merged: bool = self._typed("lora_merged", manifest.get("lora_merged", False), bool, "true or false")
+        self.files: dict[str, str] = self._string_map("files", _required(manifest, "files", where), MAX_FILES)
+        for name, digest in self.files.items():
+            self._file_name("files", name)
+            if not _SHA256.fullmatch(digest):
+                raise BundleError(f"{where}: 'files' entry {name!r} must be a sha256 (64 hex digits), got {digest!r}")
+        self.weights: dict[str, dict] = self._typed("weights", _required(manifest, "weights", where), dict,
+                                                    "an object")
+        if set(self.weights) != set(PARTS):
+            raise BundleError(f"{where}: 'weights' lists {sorted(self.weights)}, expected {sorted(PARTS)}")
+        for part, info in self.weights.items():
+            self._typed(f"weights.{part}", info, dict, "an object")
+            self._file_name(f"weights.{part}.file", _required(info, "file", where, f"weights.{part}."))
+        self.onnx: dict[str, dict] = self._typed("onnx", manifest.get("onnx", {}), dict, "an object")
+        if len(self.onnx) > MAX_ONNX_EXPORTS:
+            raise BundleError(f"{where}: 'onnx' has {len(self.onnx)} entries, more than {MAX_ONNX_EXPORTS}")
+        for dtype, entry in self.onnx.items():
+            self._check_onnx_entry(f"onnx.{dtype}", entry)
+        if "{task}" not in self.text_template:
             raise BundleError(f"{where}: text.template must contain '{{task}}', got {self.text_template!r}")
         try:
             self.text_template.format(task="")
         except (IndexError, KeyError, ValueError, AttributeError) as exc:
             raise BundleError(f"{where}: text.template {self.text_template!r} has a field other than "
                               f"{{task}} or a stray brace: {type(exc).__name__}: {exc}") from None
+
+    # -- manifest structure: each check names manifest.json and the key --------------------------
+
+    def _typed(self, key: str, value: Any, kind: type, what: str) -> Any:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise BundleError(f"{self.path / MANIFEST}: '{key}' must be {what}, got {json_type(value)}")
+        return value
+
+    def _parse(self, key: str, parse: Any, value: dict) -> Any:
+        """parse(value), its errors as BundleError with the section named (unless the message names it)."""
+        try:
+            return parse(value)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            if not msg.startswith(key) and f"'{key}'" not in msg:
+                msg = f"{key}: {msg}"
+            raise BundleError(f"{self.path / MANIFEST}: {msg}") from exc
+
+    def _string_map(self, key: str, value: Any, limit: int) -> dict[str, str]:
+        """A JSON object of strings, its size bounded first: every entry is later stat-ed, hashed or looked up."""
+        self._typed(key, value, dict, "an object")
+        if len(value) > limit:
+            raise BundleError(f"{self.path / MANIFEST}: '{key}' has {len(value)} entries, more than {limit}")
+        for k, v in value.items():
+            self._typed(f"{key}[{k!r}]", v, str, "a string")
+        return dict(value)
+
+    def _file_name(self, key: str, name: Any) -> str:
+        self._typed(key, name, str, "a file name")
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise BundleError(f"{self.path / MANIFEST}: '{key}' entry {name!r} is not a file name in the bundle")
+        return name
+
+    def _check_onnx_entry(self, key: str, entry: Any) -> None:
+        """Checked on load, verified or not: the onnx backend reads these fields and looks each file's sha256 up
+        in 'files' (its TensorRT cache key), and would otherwise fail there with a bare KeyError."""
+        where = self.path / MANIFEST
+        self._typed(key, entry, dict, "an object")
+        steps = self._typed(f"{key}.steps", _required(entry, "steps", where, f"{key}."), int, "an integer")
+        if steps < 1:
+            raise BundleError(f"{where}: '{key}.steps' must be at least 1, got {steps}")
+        files = [("file", _required(entry, "file", where, f"{key}."))]
+        if entry.get("external_data") is not None:
+            files.append(("external_data", entry["external_data"]))
+        for field_name, name in files:
+            self._file_name(f"{key}.{field_name}", name)
+            if name not in self.files:
+                raise BundleError(f"{where}: '{key}.{field_name}' is {name!r}, which 'files' does not list")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -268,17 +442,32 @@ class Bundle:
             raise BundleError(f"bundle directory {path} does not exist")
         if not mpath.is_file():
             raise BundleError(f"{mpath}: missing (is {path} a lightwam bundle? build one with `lightwam convert`)")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{mpath}: invalid JSON ({exc})") from exc
-        bundle = cls(path, manifest)
+        inside(path, mpath)
+        bundle = cls(path, read_manifest(mpath))
+        bundle.check_paths()
         if verify:
             bundle.verify()
         return bundle
 
     def file_path(self, name: str) -> Path:
-        return self.path / name
+        """Path of bundle file `name`; every read goes through here so none can leave the bundle (`inside`)."""
+        p = self.path / name
+        inside(self.path, p)
+        return p
+
+    def check_paths(self) -> None:
+        """Every file the manifest names that exists is a regular file inside the bundle.
+
+        Done on every load, verified or not: the backends and the text contexts open these paths
+        themselves, and a load without verify (the demo, adding contexts) must not follow a link out
+        of the bundle either. Missing files are left to verify and to the reader, which name them.
+        """
+        names = set(self.files) | {info["file"] for info in self.weights.values()} | {self.contexts_file}
+        names |= {e[k] for e in self.onnx.values() for k in ("file", "external_data") if e.get(k) is not None}
+        for name in sorted(names):
+            p = self.path / name
+            if os.path.lexists(p):
+                inside(self.path, p)
 
     @property
     def contexts_path(self) -> Path:
@@ -301,11 +490,7 @@ class Bundle:
             if name not in self.files:
                 raise BundleError(f"{self.path / MANIFEST}: 'files' has no sha256 for {name}")
         for name, digest in self.files.items():
-            if Path(name).name != name or name in (".", ".."):
-                raise BundleError(f"{self.path / MANIFEST}: 'files' entry {name!r} is not a file name in the bundle")
-            p = self.path / name
-            if not p.is_file():
-                raise BundleError(f"{p}: missing (listed in {MANIFEST} 'files')")
+            p = self.file_path(name)
             if hashes:
                 actual = sha256_file(p)
                 if actual != digest:
@@ -315,13 +500,9 @@ class Bundle:
                     )
 
     def _verify_weights(self) -> None:
-        if set(self.weights) != set(PARTS):
-            raise BundleError(
-                f"{self.path / MANIFEST}: 'weights' lists {sorted(self.weights)}, expected {sorted(PARTS)}"
-            )
         expected = expected_shapes(self.model_config, self.lora_merged)
         for part, info in self.weights.items():
-            p = self.path / info["file"]
+            p = self.file_path(info["file"])
             header = read_safetensors_header(p)
             actual = {k: shape for k, (shape, _) in header.items()}
             missing, mismatched, unexpected = diff_tensors(expected[part], actual)
@@ -351,7 +532,7 @@ class Bundle:
             raise BundleError(f"{where}: embodiment.layout canvas {h}x{w} must be a multiple of {stride}")
 
     def _verify_contexts(self) -> None:
-        p = self.contexts_path
+        p = self.file_path(self.contexts_file)
         header = read_safetensors_header(p)
         want = (self.model_config.text_len, self.model_config.text_dim)
         for key, (shape, _) in header.items():
@@ -363,7 +544,7 @@ class Bundle:
 
     def load_part(self, part: str, device: str | torch.device = "cpu",
                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        sd = load_safetensors(self.path / self.weights[part]["file"], device)
+        sd = load_safetensors(self.file_path(self.weights[part]["file"]), device)
         return {k: v.to(dtype) for k, v in sd.items()} if dtype is not None else sd
 
     def state_dict(self, device: str | torch.device = "cpu",
@@ -380,7 +561,7 @@ class Bundle:
 
     def load_contexts(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """instruction -> [text_len, text_dim] context (padding rows already zero)."""
-        raw = load_safetensors(self.contexts_path, device)
+        raw = load_safetensors(self.file_path(self.contexts_file), device)
         return {ins: raw[key] for ins, key in self.instructions.items()}
 
     # -- writing ---------------------------------------------------------------------------------

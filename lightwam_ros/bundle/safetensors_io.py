@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import stat
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,11 @@ TORCH_DTYPES: dict[str, torch.dtype] = {name: dtype for dtype, name in ST_DTYPES
 # context dtypes that new contexts are converted to (text.contexts.add_contexts).
 FLOAT_ST_DTYPES: frozenset[str] = frozenset({"F32", "F16", "BF16"})
 _PROGRESS_MIN_BYTES = 64 << 20  # files below this size are written/hashed without progress lines
+# Bounds on a header read from a file, checked before the safetensors library parses it and before
+# anything is done per tensor. The full model's largest header (DiT, about 1000 tensors) is about
+# 150 KB; a contexts file with every instruction a manifest may list (16384) has 16384 tensors.
+MAX_HEADER_BYTES = 16 << 20
+MAX_TENSORS = 65536
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,17 +73,35 @@ class Progress:
             self._last, self._last_pct = now, pct
 
 
+def _regular_size(path: Path) -> int:
+    """Size of `path`, or BundleError unless it is a regular file.
+
+    Checked before opening: opening a FIFO for reading blocks until someone writes to it, and a
+    device or directory gives errors that name no file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{path}: not a regular file")
+    return st.st_size
+
+
 def sha256_file(path: Path, chunk: int = 16 << 20) -> str:
     path = Path(path)
     h = hashlib.sha256()
-    progress = Progress(f"sha256 {path.name}", path.stat().st_size)
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                break
-            h.update(data)
-            progress.update(len(data))
+    progress = Progress(f"sha256 {path.name}", _regular_size(path))
+    try:
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(chunk)
+                if not data:
+                    break
+                h.update(data)
+                progress.update(len(data))
+    except OSError as exc:  # EIO from a failing disk or a special file: name the file
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return h.hexdigest()
 
 
@@ -159,22 +183,61 @@ def write_safetensors(path: Path, tensors: Mapping[str, TensorSource],
     return h.hexdigest()
 
 
+def check_safetensors_header(path: Path) -> None:
+    """BundleError unless `path` is a regular file whose header length is within MAX_HEADER_BYTES and the file.
+
+    Read here, before the safetensors library parses the header: it accepts headers up to 100 MB and
+    builds its index of every tensor first, so a corrupt or hostile length or key count would cost
+    memory and time in proportion before any of our checks ran.
+    """
+    size = _regular_size(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(head) < 8:
+        raise BundleError(f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES:
+        raise BundleError(f"{path}: safetensors header of {n} bytes, more than the {MAX_HEADER_BYTES >> 20} MiB "
+                          "this package reads")
+    if 8 + n > size:
+        raise BundleError(f"{path}: truncated ({size} bytes, the header alone says {8 + n})")
+
+
+def _keys(f: Any, path: Path) -> list[str]:
+    keys = list(f.keys())
+    if len(keys) > MAX_TENSORS:
+        raise BundleError(f"{path}: {len(keys)} tensors, more than the {MAX_TENSORS} this package reads")
+    return keys
+
+
 def read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, safetensors dtype string), without reading the data."""
+    check_safetensors_header(path)
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     try:
         with safe_open(str(path), framework="pt") as f:
-            for k in f.keys():
+            for k in _keys(f, path):
                 sl = f.get_slice(k)
                 out[k] = (tuple(sl.get_shape()), sl.get_dtype())
+    except BundleError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
     return out
 
 
 def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    check_safetensors_header(path)
     out: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for k in _keys(f, path):
+                out[k] = f.get_tensor(k)
+    except BundleError:
+        raise
+    except Exception as exc:  # as above, plus OSError from a file cut short on disk
+        raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
     return out
