@@ -40,6 +40,8 @@ from lightwam_ros.model.dtypes import parse_dtype
 from lightwam_ros.text.contexts import TextContexts
 from lightwam_ros.types import ActionChunk, FrameSet
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a state value beyond it is refused (proprio_tensor)
+
 log = logging.getLogger(__name__)
 
 # Used only when neither the bundle nor the caller gives the chunk step rate (official checkpoints do not
@@ -164,9 +166,12 @@ class PolicyPipeline:
                 f"state has {s.shape[0]} values, bundle expects {self.embodiment.state_dim} "
                 f"({', '.join(self.embodiment.state_names)})"
             )
-        bad = [self.embodiment.state_names[i] for i in np.flatnonzero(~np.isfinite(s))]
+        # float32 is what the normalizer computes in: a finite float64 beyond its range (1e308) would
+        # enter the model as inf, clamped to the edge of the normalized range -- a plausible-looking
+        # input from a broken one. The node holds on such a joint state (control/joint_input.py).
+        bad = [self.embodiment.state_names[i] for i in np.flatnonzero(~(np.abs(s) <= FLOAT32_MAX))]
         if bad:
-            raise PolicyInputError(f"state is NaN/Inf for {bad}")
+            raise PolicyInputError(f"state is NaN/Inf or beyond float32 for {bad}")
         p = np.asarray(self.normalizer.normalize_state(s), dtype=np.float32).reshape(1, -1)
         return torch.from_numpy(p).to(self.device)
 

@@ -118,3 +118,17 @@ def test_predict_cli_bad_state(tiny_bundle: Path, scene, tmp_path: Path, capsys)
     args[args.index("--state") + 1] = "0.1,abc"
     assert cli.main(args) == 2
     assert "--state '0.1,abc'" in capsys.readouterr().err
+
+
+def test_predict_cli_refuses_a_state_beyond_float32(tiny_bundle: Path, scene, tmp_path: Path, capsys) -> None:
+    """1e308 is finite as a float64 but inf once the model's float32 input holds it: the same
+    value the node holds on (a joint state beyond float32 is stale state), not a chunk from a
+    clamped input."""
+    _, paths = scene
+    out = tmp_path / "x.npy"
+    args = _args(tiny_bundle, paths, out)
+    args[args.index("--state") + 1] = ",".join(map(str, [1e308, *STATE[1:]]))
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "beyond float32" in err and "left_waist" in err, err
+    assert not out.exists()
