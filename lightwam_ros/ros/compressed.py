@@ -37,6 +37,9 @@ CODECS: tuple[str, ...] = ("jpeg", "png")
 MAX_COMPRESSED_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
 PNG_LEVEL = 3
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_BIT_DEPTH_BYTE = 24  # signature (8), IHDR length and type (8), width and height (8), then bit depth
+_IMREAD_RGB: int | None = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def parse_format(fmt: str, where: str) -> tuple[str, str]:
@@ -61,30 +64,33 @@ def parse_format(fmt: str, where: str) -> tuple[str, str]:
 
 
 def decode_compressed(fmt: str, data: bytes | memoryview | array.array | np.ndarray, where: str) -> np.ndarray:
-    """Decode JPEG or PNG bytes into uint8 [H, W, 3] RGB (see the module doc for the format)."""
-    _, order = parse_format(fmt, where)
+    """Decode JPEG or PNG bytes into uint8 [H, W, 3] RGB (see the module doc for the format).
+
+    The decoder writes RGB itself (``IMREAD_COLOR_RGB``, OpenCV >= 4.10: the same pixels as decoding
+    to BGR and converting, without the extra pass over the frame); grey and 4-channel images come
+    out as RGB too. A 16-bit PNG is refused from its header rather than silently scaled to 8 bits.
+    """
+    codec, order = parse_format(fmt, where)
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
     if buf.size == 0:
         raise ImageError(f"{where}: no data")
     if buf.size > MAX_COMPRESSED_BYTES:
         raise ImageError(f"{where}: {buf.size} bytes, more than {MAX_COMPRESSED_BYTES} for one frame")
+    if buf.size > PNG_BIT_DEPTH_BYTE and bytes(buf[:8]) == PNG_SIGNATURE and buf[PNG_BIT_DEPTH_BYTE] > 8:
+        raise ImageError(f"{where}: a {int(buf[PNG_BIT_DEPTH_BYTE])}-bit PNG; only 8-bit images are supported")
+    stored_rgb = order == "rgb"
+    flag = cv2.IMREAD_COLOR if stored_rgb or _IMREAD_RGB is None else _IMREAD_RGB
     try:
-        px = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        px = cv2.imdecode(buf, flag)
     except cv2.error as exc:
         raise ImageError(f"{where}: corrupt data ({str(exc).strip().splitlines()[-1]})") from None
     if px is None:
-        raise ImageError(f"{where}: corrupt or truncated data ({buf.size} bytes could not be decoded)")
-    if px.dtype != np.uint8:
-        raise ImageError(f"{where}: decoded to {px.dtype} pixels; only 8-bit images are supported")
+        raise ImageError(f"{where}: corrupt or truncated {codec} data ({buf.size} bytes could not be decoded)")
     if px.shape[0] * px.shape[1] > MAX_PIXELS:
         raise ImageError(f"{where}: {px.shape[1]}x{px.shape[0]} pixels is beyond any camera frame")
-    if px.ndim == 2 or px.shape[2] == 1:
-        return cv2.cvtColor(px.reshape(px.shape[0], px.shape[1]), cv2.COLOR_GRAY2RGB)
-    if px.shape[2] == 4:
-        return cv2.cvtColor(px, cv2.COLOR_RGBA2RGB if order == "rgb" else cv2.COLOR_BGRA2RGB)
-    if order == "rgb":
-        return px
-    return cv2.cvtColor(px, cv2.COLOR_BGR2RGB)
+    if flag == cv2.IMREAD_COLOR and not stored_rgb:  # an OpenCV without IMREAD_COLOR_RGB
+        return cv2.cvtColor(px, cv2.COLOR_BGR2RGB)
+    return px
 
 
 def compressed_to_rgb(msg: CompressedImage, topic: str = "") -> np.ndarray:
