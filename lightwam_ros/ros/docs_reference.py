@@ -83,7 +83,8 @@ actions, one JTC for all 14 joints, 50 Hz), `libero_franka.yaml` (LIBERO agentvi
 7-d delta end-effector actions to a forward controller, 20 Hz), `demo.yaml` (the demo bundle and the
 synthetic bag's `/demo/...` topics). `config/fastdds_shm.xml` is the Fast DDS profile with a 16 MiB
 shared-memory segment: with Fast DDS defaults, camera-size images under best-effort QoS lose 30-80 %
-of the frames on one machine.
+of the frames on one machine. `config/fastdds_udp.xml` (UDPv4 only, large socket buffers) is the one
+for a node on another host than the cameras ([network.md](network.md)).
 """
 
 
