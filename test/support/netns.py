@@ -5,7 +5,8 @@ loopback, so DDS between them must go through the link's UDP path, as between a 
 -- nothing is reached through the machine's own interfaces. The link's addresses (10.213.x.0/30, a
 private range) exist only inside the two namespaces, which are created per run under unique names and
 deleted again (deleting a namespace destroys its end of the link, and with it the pair). Needs root
-or CAP_NET_ADMIN; `netns_unavailable()` says why not, so a test can skip with that reason.
+(CAP_SYS_ADMIN and CAP_NET_ADMIN); `netns_unavailable()` says why not, so a test can skip with that
+reason.
 
 Every `ip` call has a timeout: a wedged call fails the test instead of hanging it.
 """
@@ -39,7 +40,7 @@ def netns_unavailable() -> str | None:
         return f"`ip netns add` failed: {exc}"
     if added.returncode != 0:
         return (f"`ip netns add` failed ({added.stderr.strip() or added.returncode}): creating network "
-                "namespaces needs root or CAP_NET_ADMIN")
+                "namespaces needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
     _ip("netns", "del", probe)
     return None
 
