@@ -10,6 +10,14 @@ metadata versions 8
 
 Messages are kept as raw CDR bytes (``BagMessage.raw``) so live replay can publish them unchanged
 (``publisher.publish(raw)``) and offline replay can hand them to the same decoder the node uses.
+
+A bag is user input like a profile: every way it can be broken ends in a BagError naming the bag
+(and the topic and type where there is one), never in the storage library's own exception. So
+metadata.yaml is read within bounds (config.bounded_yaml: MAX_METADATA_*), the message definitions
+stored for custom types are bounded in size (MAX_DEFINITION_CHARS each, MAX_DEFINITIONS_CHARS in
+all: registering one costs about a millisecond per field), and damaged storage found while reading
+stops the reading with a BagError. A single message that does not decode is the caller's to count
+and skip (``decode`` raises BagError for it).
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rosbags.interfaces import (
     MessageDefinitionFormat,
     Qos,
@@ -33,7 +40,17 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
+from lightwam_ros.config import YamlLimitError, read_bounded_yaml
+
 NS_PER_S = 1_000_000_000
+# metadata.yaml: a bag split into thousands of files lists each one (~10 nodes, ~200 bytes apiece)
+MAX_METADATA_BYTES = 16 << 20
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_NODES = 200_000
+# Message definitions stored in the bag for types the Kilted store lacks (with every dependency):
+# a large real one is ~30 kB; each costs parsing and code generation proportional to its fields.
+MAX_DEFINITION_CHARS = 128 << 10
+MAX_DEFINITIONS_CHARS = 1 << 20
 
 
 class BagError(Exception):
@@ -102,15 +119,25 @@ def reliable_qos(depth: int = 10) -> Qos:
 
 
 # --- reading ----------------------------------------------------------------------------------
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, cut to ``limit`` characters (library messages span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _metadata(path: Path) -> dict[str, Any]:
     meta = path / "metadata.yaml"
     if not meta.is_file():
         raise BagError(f"{path}: not a rosbag2 directory (no metadata.yaml)")
     try:
-        doc = yaml.safe_load(meta.read_text())
-        return doc["rosbag2_bagfile_information"]
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise BagError(f"{meta}: unreadable rosbag2 metadata ({exc})") from None
+        doc = read_bounded_yaml(meta, max_bytes=MAX_METADATA_BYTES, max_depth=MAX_METADATA_DEPTH,
+                                max_nodes=MAX_METADATA_NODES, what="a bag's metadata is rarely over 1 MB")
+    except YamlLimitError as exc:
+        raise BagError(f"bag {path}: unreadable rosbag2 metadata: {exc}") from None
+    info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
+    if not isinstance(info, dict):
+        raise BagError(f"{meta}: unreadable rosbag2 metadata (no 'rosbag2_bagfile_information' mapping)")
+    return info
 
 
 class BagReader:
@@ -129,21 +156,31 @@ class BagReader:
             self._reader = Reader(self.path)
             self._reader.open()
         except Exception as exc:  # noqa: BLE001 - rosbags raises several types; the user needs the bag path
-            raise BagError(f"bag {self.path}: cannot open ({exc})") from None
+            raise BagError(f"bag {self.path}: cannot open ({_one_line(exc)})") from None
         self._typestore = get_typestore(Stores.ROS2_KILTED)
         self._register_bag_types()
         self.info = self._build_info()
 
     def _register_bag_types(self) -> None:
         known = set(self._typestore.fielddefs)
+        total = 0
         for conn in self._reader.connections:
             if conn.msgtype in known or not conn.msgdef.data:
                 continue
-            if conn.msgdef.format is MessageDefinitionFormat.IDL:
-                types = get_types_from_idl(conn.msgdef.data)
-            else:
-                types = get_types_from_msg(conn.msgdef.data, conn.msgtype)
-            self._typestore.register(types)
+            where = f"bag {self.path}: topic {conn.topic}: the message definition of {conn.msgtype} stored in the bag"
+            size = len(conn.msgdef.data)
+            total += size
+            if size > MAX_DEFINITION_CHARS or total > MAX_DEFINITIONS_CHARS:
+                raise BagError(f"{where} is {size} characters (at most {MAX_DEFINITION_CHARS} each and "
+                               f"{MAX_DEFINITIONS_CHARS} in all)")
+            try:
+                if conn.msgdef.format is MessageDefinitionFormat.IDL:
+                    types = get_types_from_idl(conn.msgdef.data)
+                else:
+                    types = get_types_from_msg(conn.msgdef.data, conn.msgtype)
+                self._typestore.register(types)
+            except Exception as exc:  # noqa: BLE001 - parse, conflict and recursion errors: a garbage definition
+                raise BagError(f"{where} does not parse: {_one_line(exc)}") from None
             known |= set(types)
 
     def _build_info(self) -> BagInfo:
@@ -187,7 +224,15 @@ class BagReader:
         conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         if not conns:
             return
-        for conn, t_ns, raw in self._reader.messages(connections=conns, start=start_ns, stop=stop_ns):
+        records = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
+        while True:
+            try:
+                conn, t_ns, raw = next(records)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - sqlite, MCAP and decompression errors: damaged storage
+                raise BagError(f"bag {self.path}: the storage is damaged ({type(exc).__name__}: "
+                               f"{_one_line(exc)})") from None
             yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
 
     def decode(self, msg: BagMessage) -> Any:
@@ -200,12 +245,12 @@ class BagReader:
         raw = msg.raw
         if len(raw) < 4 or raw[0] != 0 or raw[1] not in (0, 1):
             raise BagError(f"message on {msg.topic}: unsupported CDR encapsulation {raw[:4].hex()}")
-        msgdef = self._typestore.get_msgdef(msg.msgtype)
-        func = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
         try:
+            msgdef = self._typestore.get_msgdef(msg.msgtype)
+            func = msgdef.deserialize_cdr_le if raw[1] else msgdef.deserialize_cdr_be
             decoded, _ = func(memoryview(raw)[4:], 0, msgdef.cls, self._typestore)
-        except Exception as exc:  # noqa: BLE001 - struct/Unicode/Value errors: a corrupt or mistyped message
-            raise BagError(f"message on {msg.topic} ({msg.msgtype}) does not decode: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - struct/Unicode/Value/Recursion errors: a corrupt or mistyped message
+            raise BagError(f"message on {msg.topic} ({msg.msgtype}) does not decode: {_one_line(exc)}") from None
         return decoded
 
 

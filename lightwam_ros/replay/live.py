@@ -2,7 +2,8 @@
 
 What a robot's node would see from `ros2 bag play --clock`: every camera, joint-state and
 instruction message is published as the recorded raw CDR bytes (``publisher.publish(raw)``) at its
-record time, scaled by ``--rate``, and a simulated ``/clock`` (1 kHz by default) carries the bag
+record time, scaled by ``--rate`` (one that does not decode is skipped and counted instead:
+replay/undecodable.py), and a simulated ``/clock`` (1 kHz by default) carries the bag
 clock. The node runs in its own process, started exactly as the launch file starts it (the
 launch plan's params file and arguments, ``--autostart``) plus ``use_sim_time:=true``, so its
 staleness checks and control timer run on the bag clock at any playback rate. Everything the node
@@ -47,6 +48,7 @@ from lightwam_ros.replay.streams import (
     input_stream,
     msgtype_of,
 )
+from lightwam_ros.replay.undecodable import InputDecoder
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +233,12 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
         clock.start()
         wall0 = time.monotonic()
         with BagReader(options.bag) as reader:
+            decoder = InputDecoder(types, reader.info.start_ns)
             for t_ns, msg in input_stream(reader, inputs, start_ns, stop_ns):
+                # decoded before the wait, so the check takes no playback time; never published if
+                # it does not decode (the node's middleware would fail on it instead)
+                if decoder.decode(msg, inputs.msgtype[msg.topic]) is None:
+                    continue
                 wait = clock.wall_until(t_ns)
                 if wait > 0:
                     time.sleep(wait)
@@ -276,6 +283,7 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
             "used": received[topics.action_chunk],
             "frame_drops": {k.removeprefix("drops."): _num(sync, k) for k in sync if k.startswith("drops.")},
         },
+        "undecodable": decoder.counts(),
         "holds": {"ticks": _num(control, "ticks"), "by_reason": holds},
         "node": {
             "latency_ms": {k: _num(inference, k) for k in inference if k.startswith("total_ms.")},

@@ -9,12 +9,14 @@ chunk step. Steps whose time falls outside the recording are left out (NaN), nev
 
 The reference is either the measured joint states (``joints.state_topic``, matched by name to the
 action dims) or a recorded command topic (a JointTrajectoryController trajectory, or a forward
-controller's Float64MultiArray): whichever the bag has and the caller picks.
+controller's Float64MultiArray): whichever the bag has and the caller picks. A recorded message
+that does not decode is left out of the track and counted (``ReferenceTrack.undecodable``), as the
+replay's inputs are: one corrupt message must not cost the whole evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -22,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lightwam_ros.replay.bags import BagReader, stamp_ns
+from lightwam_ros.control.joint_input import FLOAT32_MAX
+from lightwam_ros.replay.bags import BagError, BagMessage, BagReader, stamp_ns
 from lightwam_ros.types import ActionChunk
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -47,6 +50,7 @@ class ReferenceTrack:
     names: tuple[str, ...]  # action dim names, in action order
     times_ns: np.ndarray  # int64 [N], strictly increasing
     positions: np.ndarray  # float64 [N, A]
+    undecodable: int = 0  # recorded messages left out because they do not decode
 
     def __post_init__(self) -> None:
         if self.times_ns.ndim != 1 or self.positions.shape != (len(self.times_ns), len(self.names)):
@@ -74,34 +78,45 @@ class ReferenceTrack:
         return out
 
 
+def _decoded(reader: BagReader, messages: Iterable[BagMessage], skipped: list[int]) -> Iterator[tuple[BagMessage, Any]]:
+    """(message, decoded) of each message that decodes; ``skipped[0]`` counts the others."""
+    for m in messages:
+        try:
+            yield m, reader.decode(m)
+        except BagError:
+            skipped[0] += 1
+
+
 def _dedupe(times: list[int], rows: list[np.ndarray], names: Sequence[str], topic: str,
-            kind: ReferenceKind) -> ReferenceTrack:
+            kind: ReferenceKind, undecodable: int = 0) -> ReferenceTrack:
     """Sort by time, keep the last sample of equal times (a later message supersedes)."""
     if not times:
-        return ReferenceTrack(topic, kind, tuple(names), np.zeros(0, np.int64), np.zeros((0, len(names))))
+        return ReferenceTrack(topic, kind, tuple(names), np.zeros(0, np.int64), np.zeros((0, len(names))),
+                              undecodable)
     t = np.asarray(times, dtype=np.int64)
     p = np.stack(rows).astype(np.float64)
     order = np.argsort(t, kind="stable")
     t, p = t[order], p[order]
     keep = np.ones(len(t), bool)
     keep[:-1] = t[1:] != t[:-1]
-    return ReferenceTrack(topic, kind, tuple(names), t[keep], p[keep])
+    return ReferenceTrack(topic, kind, tuple(names), t[keep], p[keep], undecodable)
 
 
 def joint_state_track(reader: BagReader, topic: str, names: Sequence[str],
                       start_ns: int | None = None, stop_ns: int | None = None) -> ReferenceTrack:
     """Measured positions of ``names`` (by name, any recorded order) at the header stamps
-    (record time when a driver left the stamp 0)."""
-    times, rows = [], []
-    for m in reader.messages([topic], start_ns, stop_ns):
-        msg = reader.decode(m)
+    (record time when a driver left the stamp 0); a value beyond float32 (or NaN/Inf) counts as
+    not recorded, as the node takes such a state for stale."""
+    times, rows, skipped = [], [], [0]
+    for m, msg in _decoded(reader, reader.messages([topic], start_ns, stop_ns), skipped):
         index = {n: i for i, n in enumerate(msg.name)}
         pos = np.asarray(msg.position, dtype=np.float64)
         row = np.array([pos[index[n]] if n in index and index[n] < len(pos) else np.nan for n in names])
+        row[~(np.abs(row) <= FLOAT32_MAX)] = np.nan  # the node's rule: beyond float32 is no measurement
         t = stamp_ns(msg.header.stamp)
         times.append(t if t > 0 else m.log_ns)
         rows.append(row)
-    return _dedupe(times, rows, names, topic, ReferenceKind.JOINT_STATES)
+    return _dedupe(times, rows, names, topic, ReferenceKind.JOINT_STATES, skipped[0])
 
 
 def command_track(reader: BagReader, topic: str, names: Sequence[str],
@@ -115,21 +130,21 @@ def command_track(reader: BagReader, topic: str, names: Sequence[str],
     Float64MultiArray: one command per message at its record time, dims in action order.
     """
     msgtype = reader.info.topics[topic].msgtype
+    skipped = [0]
     if msgtype == FLOAT64_ARRAY:
         times, rows = [], []
-        for m in reader.messages([topic], start_ns, stop_ns):
-            data = np.asarray(reader.decode(m).data, dtype=np.float64)
+        for m, msg in _decoded(reader, reader.messages([topic], start_ns, stop_ns), skipped):
+            data = np.asarray(msg.data, dtype=np.float64)
             row = np.full(len(names), np.nan)
             row[:min(len(data), len(names))] = data[:len(names)]
             times.append(m.log_ns)
             rows.append(row)
-        return _dedupe(times, rows, names, topic, ReferenceKind.FORWARD)
+        return _dedupe(times, rows, names, topic, ReferenceKind.FORWARD, skipped[0])
     if msgtype != JOINT_TRAJECTORY:
         raise ValueError(f"reference topic {topic} has type {msgtype}; expected {JOINT_STATE}, "
                          f"{JOINT_TRAJECTORY} or {FLOAT64_ARRAY}")
     knots: list[tuple[int, np.ndarray]] = []
-    for m in reader.messages([topic], start_ns, stop_ns):
-        msg = reader.decode(m)
+    for m, msg in _decoded(reader, reader.messages([topic], start_ns, stop_ns), skipped):
         t0 = stamp_ns(msg.header.stamp) or m.log_ns
         index = {n: i for i, n in enumerate(msg.joint_names)}
         if knots:  # the controller is where the old trajectory had it at t0 and bridges from there
@@ -141,7 +156,8 @@ def command_track(reader: BagReader, topic: str, names: Sequence[str],
             pos = np.asarray(pt.positions, dtype=np.float64)
             row = np.array([pos[index[n]] if n in index and index[n] < len(pos) else np.nan for n in names])
             knots.append((t0 + stamp_ns(pt.time_from_start), row))
-    return _dedupe([k[0] for k in knots], [k[1] for k in knots], names, topic, ReferenceKind.JOINT_TRAJECTORY)
+    return _dedupe([k[0] for k in knots], [k[1] for k in knots], names, topic, ReferenceKind.JOINT_TRAJECTORY,
+                   skipped[0])
 
 
 def reference_track(reader: BagReader, topic: str, names: Sequence[str],

@@ -40,6 +40,7 @@ from lightwam_ros.replay.streams import (
     input_stream,
     msgtype_of,
 )
+from lightwam_ros.replay.undecodable import InputDecoder
 from lightwam_ros.ros.assembly import load_policy
 from lightwam_ros.ros.bridge import Publishers
 
@@ -87,7 +88,6 @@ def chunk_merges(ticks: Sequence[TickRecord]) -> list[tuple[int, int]]:
 def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: InputTopics, topics: OutputTopics,
                 recorder: OutputRecorder, start_ns: int, stop_ns: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Drive the controller through [start_ns, stop_ns) of the bag; returns (report part, extras)."""
-    from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import String
 
@@ -116,10 +116,13 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
         wall0 = time.perf_counter()
         delivered: Counter[str] = Counter()
         with BagReader(options.bag) as reader:
+            decoder = InputDecoder(types, reader.info.start_ns)
             for t_ns, msg in input_stream(reader, inputs, start_ns, stop_ns):
                 sim.run_timers(t_ns)
                 clock.now_ns = t_ns
-                decoded = deserialize_message(msg.raw, types[inputs.msgtype[msg.topic]])
+                decoded = decoder.decode(msg, inputs.msgtype[msg.topic])
+                if decoded is None:  # counted for the report, logged once per topic
+                    continue
                 delivered[msg.topic] += 1
                 if msg.topic in inputs.cameras:
                     counter.add(msg, t_ns)
@@ -163,6 +166,7 @@ def run_offline(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: In
             "frames": dict(sync.arrivals),
             "delivered_messages": dict(delivered),
         },
+        "undecodable": decoder.counts(),
         "holds": {
             "ticks": len(ticks),
             "by_reason": dict(holds),

@@ -223,6 +223,8 @@ def finish_report(options: ReplayOptions, cfg: PolicyConfig, info: BagInfo, inpu
         },
         "outputs": {"bag": str(options.output_bag), "topics": counts},
     }
+    if track is not None and track.undecodable:  # a --reference topic that is no input; an input counts once
+        report.setdefault("undecodable", {}).setdefault(track.topic, track.undecodable)
     timed = extras.get("timed_chunks") or []
     if timed:
         report["latency_ms"] = latency_summary(timed)
