@@ -38,6 +38,7 @@ MAX_PROFILE_BYTES = 1 << 20  # the shipped profiles are 3-5 kB
 MAX_PROFILE_DEPTH = 32  # nesting of mappings and lists; <node>: ros__parameters: group: name: [..] is 5
 MAX_PROFILE_NODES = 20_000  # YAML nodes once every alias is expanded; the shipped profiles have ~200
 MAX_PROFILE_PARAMETERS = 1000  # flattened names; the parameter table has ~50, qos_overrides a few per topic
+SHOWN_VALUE_CHARS = 200  # of a refused value's message (it quotes the value, which may be long)
 # lightwam_ros/config/profiles.py -> the checkout root (in an install: site-packages, where neither
 # config/ nor models/ exists and the share dir is used).
 _SOURCE_TREE = Path(__file__).resolve().parents[2]
@@ -145,7 +146,12 @@ def load_profile(name_or_path: str | Path, node_name: str = NODE_NAME) -> tuple[
     for name, value in flat.items():
         if name in SPECS:
             if value is not None:
-                _coerce(SPECS[name], value, strict=True)
+                try:
+                    _coerce(SPECS[name], value, strict=True)
+                except ConfigError as err:  # it names the parameter; the user also needs the file
+                    why = str(err).split(": ", 1)[1]
+                    why = why if len(why) <= SHOWN_VALUE_CHARS else why[:SHOWN_VALUE_CHARS - 3] + "..."
+                    raise ConfigError(name, f"{why} in {path}") from None
         elif not _is_ros_builtin(name):
             err = _unknown(name)
             raise ConfigError(name, f"{str(err).split(': ', 1)[1]} in {path}")

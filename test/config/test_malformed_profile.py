@@ -5,20 +5,18 @@ with that one line.
 Before the bounds: a non-UTF-8 file raised UnicodeDecodeError, deep nesting and an alias that
 refers to its own mapping RecursionError, an impossible date or a 5000-digit integer ValueError, and
 an alias bomb in mappings was expanded by the flattening until MemoryError (~50 s, ~4 GB); a profile
-of thousands of parameters was accepted.
+of thousands of parameters was accepted; a value of the wrong type was refused without naming the
+file, quoting the whole value.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from bounded_child import run_bounded  # test/support
 
 from lightwam_ros.cli import main as cli_main
 from lightwam_ros.config import ConfigError, load_profile
@@ -56,6 +54,8 @@ CASES: dict[str, tuple[bytes, str]] = {  # name -> (file content, what the messa
     "impossible_date": (HEAD.encode() + b"    bundle: 2001-13-45\n", "bundle"),
     "huge_integer": (HEAD.encode() + b"    chunk:\n      blend_steps: " + b"9" * 5000 + b"\n", "chunk.blend_steps"),
     "bad_float_tag": (HEAD.encode() + b"    control_rate_hz: !!float fifty\n", "control_rate_hz"),
+    "wrong_type": (HEAD.encode() + b"    sync:\n      queue_size: [1, [2, [3]]]\n", "sync.queue_size"),
+    "huge_wrong_value": (HEAD.encode() + b"    bundle: [" + b", ".join([b"abcdefgh"] * 5000) + b"]\n", "bundle"),
     "unclosed_list": (HEAD.encode() + b"    cameras:\n      names: [a, b\n", "line"),
     "oversized": (HEAD.encode() + b"    bundle: demo\n" + b"#" * (MAX_PROFILE_BYTES + 1) + b"\n", "larger than"),
     "too_many_parameters": ((HEAD + "".join(f"    qos_overrides./t{i}.publisher.depth: 1\n"
@@ -74,35 +74,24 @@ def test_a_malformed_profile_is_one_config_error_naming_the_file(tmp_path: Path,
         load_profile(path)
     assert time.monotonic() - t0 < WORK_BOUND_S
     assert str(path) in str(err.value) and fragment in str(err.value), str(err.value)
-    assert "\n" not in str(err.value), str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 1000, str(err.value)
 
 
-# A child process with its address space capped a fixed amount above what it uses after the
-# imports: the unbounded flattening of the bomb needs gigabytes, the bounded loader a few megabytes.
+# In a child with its memory capped (test/support/bounded_child.py): the unbounded flattening of the
+# bomb needs gigabytes, the bounded loader a few megabytes.
 _BOUNDED_LOAD = textwrap.dedent("""
-    import json, resource, sys
+    import sys
+    from bounded_child import cap_memory, report
     from lightwam_ros.config import ConfigError, load_profile
-    with open("/proc/self/status") as f:
-        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-    limit = vm + int(sys.argv[2]) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cap_memory(512)
     try:
         load_profile(sys.argv[1])
-        print(json.dumps({"result": "loaded"}))
+        report(result="loaded")
     except ConfigError as exc:
-        print(json.dumps({"result": "ConfigError", "message": str(exc)}))
+        report(result="ConfigError", message=str(exc))
     except BaseException as exc:
-        print(json.dumps({"result": type(exc).__name__, "message": str(exc)[:500]}))
+        report(result=type(exc).__name__, message=str(exc)[:500])
 """)
-
-
-def load_in_bounded_child(path: Path, headroom_mib: int = 512, timeout_s: float = 60.0) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _BOUNDED_LOAD, str(path), str(headroom_mib)], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"child died (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(lines[-1])
 
 
 @pytest.mark.parametrize("fanout", [9, 3])
@@ -110,7 +99,7 @@ def test_an_alias_bomb_in_mappings_is_refused_with_bounded_memory(tmp_path: Path
     path = tmp_path / "bomb.yaml"
     path.write_text(alias_bomb(levels=12 if fanout == 9 else 20, fanout=fanout))
     t0 = time.monotonic()
-    out = load_in_bounded_child(path)
+    out = run_bounded(_BOUNDED_LOAD, [str(path)], timeout_s=WORK_BOUND_S + 30)[-1]
     assert time.monotonic() - t0 < WORK_BOUND_S + 30  # the child's python and imports start first
     assert out["result"] == "ConfigError", out
     assert str(path) in out["message"] and "alias" in out["message"], out
