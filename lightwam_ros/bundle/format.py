@@ -22,10 +22,12 @@ errors.py, so that module and the text contexts can raise it without importing t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
+import reprlib
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +66,14 @@ MAX_FILES = 1024
 MAX_INSTRUCTIONS = 16384
 MAX_ONNX_EXPORTS = 64
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_MESSAGE_CHARS = 1000  # an error quoting a value from the file quotes at most this much of it
+
+# Values from the file are quoted through this: a 60000-entry list or a megabyte string in the wrong
+# place would otherwise become a megabyte error line.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 120
+_short.maxlist = _short.maxdict = _short.maxtuple = 8
+_short.maxlevel = 3
 
 # part (= state_dict prefix of LightWAMPolicy) -> weights file
 PARTS: dict[str, str] = {
@@ -106,13 +116,15 @@ class Embodiment:
         for key in ("action_names", "state_names", "cameras"):  # joint and camera names end up in ROS messages
             bad = [n for n in getattr(self, key) if not isinstance(n, str)]
             if bad:
-                raise ValueError(f"embodiment.{key} must be strings, got {bad[0]!r}")
+                raise ValueError(f"embodiment.{key} must be strings, got {_short.repr(bad[0])}")
         if self.cameras != layout_cams:
             raise ValueError(f"embodiment.cameras {list(self.cameras)} differ from layout cameras {list(layout_cams)}")
         try:
             normalizer = Normalizer.from_dict(self.normalization)
-        except ValueError as exc:
-            raise ValueError(f"embodiment.{exc}") from None
+        except (TypeError, ValueError) as exc:  # numpy's own messages name no key
+            msg = str(exc)
+            raise ValueError(f"embodiment.{msg}" if msg.startswith("normalization")
+                             else f"embodiment.normalization: {msg}") from None
         object.__setattr__(self, "normalization", normalizer.to_dict())  # canonical mode name, float lists
         for part, have, names in (("action", normalizer.action_dim, self.action_names),
                                   ("state", normalizer.state_dim, self.state_names)):
@@ -128,7 +140,7 @@ class Embodiment:
         rate = self.action_rate_hz
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                  or not (rate > 0 and math.isfinite(rate))):
-            raise ValueError(f"embodiment.action_rate_hz must be a finite number > 0 or null, got {rate!r}")
+            raise ValueError(f"embodiment.action_rate_hz must be a finite number > 0 or null, got {_short.repr(rate)}")
 
     @property
     def action_dim(self) -> int:
@@ -180,8 +192,15 @@ class Embodiment:
 def expected_shapes(cfg: ModelConfig, lora_merged: bool) -> dict[str, dict[str, tuple[int, ...]]]:
     """part -> {official name: shape} of every tensor LightWAMPolicy(cfg) loads.
 
-    Built on the meta device, so it costs nothing even for the full 1.5B-parameter model.
+    Built on the meta device, so it costs no memory even for the full 1.5B-parameter model; cached
+    per config, since every verify and every convert asks again and building the modules takes
+    0.1-0.3 s even for the tiny model on a slow CPU. Callers get their own copy.
     """
+    return {part: dict(shapes) for part, shapes in _expected_shapes(cfg, lora_merged).items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_shapes(cfg: ModelConfig, lora_merged: bool) -> dict[str, dict[str, tuple[int, ...]]]:
     from lightwam_ros.model.policy import LightWAMPolicy  # heavy import, only when verifying
 
     with torch.device("meta"):
@@ -341,9 +360,9 @@ class Bundle:
         if not isinstance(manifest, dict):
             raise BundleError(f"{where}: the top level must be a JSON object, got {json_type(manifest)}")
         if manifest.get("format") != FORMAT:
-            raise BundleError(f"{where}: 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
+            raise BundleError(f"{where}: 'format' is {_short.repr(manifest.get('format'))}, expected {FORMAT!r}")
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{where}: 'format_version' is {manifest.get('format_version')!r}; "
+            raise BundleError(f"{where}: 'format_version' is {_short.repr(manifest.get('format_version'))}; "
                               f"this package reads {FORMAT_VERSION}")
         model = self._typed("model", _required(manifest, "model", where), dict, "an object")
         for sub in ("vae", "expert"):
@@ -363,11 +382,12 @@ class Bundle:
         for name, digest in self.files.items():
             self._file_name("files", name)
             if not _SHA256.fullmatch(digest):
-                raise BundleError(f"{where}: 'files' entry {name!r} must be a sha256 (64 hex digits), got {digest!r}")
+                raise BundleError(f"{where}: 'files' entry {_short.repr(name)} must be a sha256 (64 hex digits), "
+                                  f"got {_short.repr(digest)}")
         self.weights: dict[str, dict] = self._typed("weights", _required(manifest, "weights", where), dict,
                                                     "an object")
         if set(self.weights) != set(PARTS):
-            raise BundleError(f"{where}: 'weights' lists {sorted(self.weights)}, expected {sorted(PARTS)}")
+            raise BundleError(f"{where}: 'weights' lists {_short.repr(sorted(self.weights))}, expected {sorted(PARTS)}")
         for part, info in self.weights.items():
             self._typed(f"weights.{part}", info, dict, "an object")
             self._file_name(f"weights.{part}.file", _required(info, "file", where, f"weights.{part}."))
@@ -377,11 +397,11 @@ class Bundle:
         for dtype, entry in self.onnx.items():
             self._check_onnx_entry(f"onnx.{dtype}", entry)
         if "{task}" not in self.text_template:
-            raise BundleError(f"{where}: text.template must contain '{{task}}', got {self.text_template!r}")
+            raise BundleError(f"{where}: text.template must contain '{{task}}', got {_short.repr(self.text_template)}")
         try:
             self.text_template.format(task="")
         except (IndexError, KeyError, ValueError, AttributeError) as exc:
-            raise BundleError(f"{where}: text.template {self.text_template!r} has a field other than "
+            raise BundleError(f"{where}: text.template {_short.repr(self.text_template)} has a field other than "
                               f"{{task}} or a stray brace: {type(exc).__name__}: {exc}") from None
 
     # -- manifest structure: each check names manifest.json and the key --------------------------
@@ -396,9 +416,11 @@ class Bundle:
         try:
             return parse(value)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            msg = f"missing key {_short.repr(exc.args[0])}" if isinstance(exc, KeyError) else str(exc)
             if not msg.startswith(key) and f"'{key}'" not in msg:
                 msg = f"{key}: {msg}"
+            if len(msg) > MAX_MESSAGE_CHARS:  # other modules quote values whole
+                msg = f"{msg[:MAX_MESSAGE_CHARS]}... ({len(msg) - MAX_MESSAGE_CHARS} more characters)"
             raise BundleError(f"{self.path / MANIFEST}: {msg}") from exc
 
     def _string_map(self, key: str, value: Any, limit: int) -> dict[str, str]:
@@ -407,13 +429,14 @@ class Bundle:
         if len(value) > limit:
             raise BundleError(f"{self.path / MANIFEST}: '{key}' has {len(value)} entries, more than {limit}")
         for k, v in value.items():
-            self._typed(f"{key}[{k!r}]", v, str, "a string")
+            self._typed(f"{key}[{_short.repr(k)}]", v, str, "a string")
         return dict(value)
 
     def _file_name(self, key: str, name: Any) -> str:
         self._typed(key, name, str, "a file name")
         if not name or Path(name).name != name or name in (".", ".."):
-            raise BundleError(f"{self.path / MANIFEST}: '{key}' entry {name!r} is not a file name in the bundle")
+            raise BundleError(f"{self.path / MANIFEST}: '{key}' entry {_short.repr(name)} is not a file name in "
+                              "the bundle")
         return name
 
     def _check_onnx_entry(self, key: str, entry: Any) -> None:
@@ -430,7 +453,7 @@ class Bundle:
         for field_name, name in files:
             self._file_name(f"{key}.{field_name}", name)
             if name not in self.files:
-                raise BundleError(f"{where}: '{key}.{field_name}' is {name!r}, which 'files' does not list")
+                raise BundleError(f"{where}: '{key}.{field_name}' is {_short.repr(name)}, which 'files' does not list")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -500,7 +523,11 @@ class Bundle:
                     )
 
     def _verify_weights(self) -> None:
-        expected = expected_shapes(self.model_config, self.lora_merged)
+        try:
+            expected = expected_shapes(self.model_config, self.lora_merged)
+        except (TypeError, ValueError) as exc:  # what the modules refuse beyond ModelConfig's own checks
+            raise BundleError(f"{self.path / MANIFEST}: 'model' does not describe a network this package "
+                              f"builds: {str(exc)[:MAX_MESSAGE_CHARS]}") from exc
         for part, info in self.weights.items():
             p = self.file_path(info["file"])
             header = read_safetensors_header(p)
@@ -540,7 +567,8 @@ class Bundle:
                 raise BundleError(f"{p}: context {key} has shape {list(shape)}, expected {list(want)}")
         for instruction, key in self.instructions.items():
             if key not in header:
-                raise BundleError(f"{p}: no context {key} for instruction {instruction!r} (manifest text.instructions)")
+                raise BundleError(f"{p}: no context {key[:80]} for instruction {_short.repr(instruction)} "
+                                  "(manifest text.instructions)")
 
     def load_part(self, part: str, device: str | torch.device = "cpu",
                   dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

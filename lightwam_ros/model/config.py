@@ -7,6 +7,7 @@ Serialised into the bundle manifest under "model" (to_dict / from_dict).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 LORA_TARGETS = (
@@ -27,6 +28,17 @@ def check_ints(prefix: str, obj: object, bounds: dict[str, tuple[int, int]]) -> 
         v = getattr(obj, name)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"{prefix}.{name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def check_floats(prefix: str, obj: object, names: tuple[str, ...], positive: tuple[str, ...] = ()) -> None:
+    """Every named field is a finite number (> 0 where listed): they scale weights and norms, and a
+    string or a list there would only fail when the network is built, far from the manifest."""
+    for name in names:
+        v = getattr(obj, name)
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                or (name in positive and not v > 0)):
+            kind = "a finite number > 0" if name in positive else "a finite number"
+            raise ValueError(f"{prefix}.{name} must be {kind}, got {str(v)[:80]}")
 
 
 def check_indices(prefix: str, values: tuple, count: int) -> None:
@@ -78,6 +90,7 @@ class ExpertConfig:
 
     def __post_init__(self) -> None:
         check_ints("model.expert", self, EXPERT_BOUNDS)
+        check_floats("model.expert", self, ("eps",), positive=("eps",))
         if self.step_pos_dim % 2:
             raise ValueError(f"model.expert.step_pos_dim must be even, got {self.step_pos_dim}")
 
@@ -117,6 +130,10 @@ class ModelConfig:
         if isinstance(self.expert, dict):
             object.__setattr__(self, "expert", ExpertConfig(**self.expert))
         check_ints("model", self, MODEL_BOUNDS)
+        check_floats("model", self, ("eps", "lora_alpha", "adapter_scale"), positive=("eps",))
+        if len(self.patch_size) != 3 or any(isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 64
+                                            for p in self.patch_size):
+            raise ValueError(f"model.patch_size must be 3 integers in [1, 64], got {str(self.patch_size)[:80]}")
         check_indices("model.lora_layers", self.lora_layers, self.num_layers)
         check_indices("model.adapter_layers", self.adapter_layers, self.num_layers)
         if self.dim % self.num_heads:

@@ -106,6 +106,12 @@ SECTIONS = {  # mutation -> the key the error must name
     "onnx_steps_string": (lambda m: m.update(onnx={"float32": {"file": "dit.safetensors", "steps": "32"}}),
                           "onnx.float32.steps"),
     "source_nested_40": (lambda m: m.update(source=json.loads("[" * 40 + "]" * 40)), "nested"),
+    "model_patch_size_float": (lambda m: m["model"].update(patch_size=[1, 2, -1e308]), "model.patch_size"),
+    "model_lora_alpha_object": (lambda m: m["model"].update(lora_alpha={}), "model.lora_alpha"),
+    "model_eps_string": (lambda m: m["model"].update(eps="x"), "model.eps"),
+    "model_expert_list": (lambda m: m["model"].update(expert=[48]), "model.expert"),
+    "normalization_std_string": (lambda m: m["embodiment"]["normalization"]["action"]["std"].__setitem__(1, "x"),
+                                 "embodiment.normalization"),
 }
 
 
@@ -114,6 +120,19 @@ def test_a_manifest_section_of_the_wrong_type_is_named(bundle: Path, case: str) 
     mutate, key = SECTIONS[case]
     _edit(bundle, mutate)
     _refused(bundle, str(bundle / MANIFEST), key, verify=False)
+
+
+def test_a_model_the_network_refuses_is_named_on_verify(bundle: Path) -> None:
+    """A temporal patch of 2 passes the config's own checks; building the network refuses it.
+    Before: that ValueError came out of Bundle.load as it was, naming no file."""
+    _edit(bundle, lambda m: m["model"].update(patch_size=[2, 2, 2]))
+    _refused(bundle, str(bundle / MANIFEST), "'model'", "temporal patch")
+
+
+def test_an_error_quotes_a_huge_value_only_in_part(bundle: Path) -> None:
+    """Before: the whole 60000-entry list was quoted, a 400 KB error line."""
+    _edit(bundle, lambda m: m["model"]["vae"].update(z_dim=list(range(60000))))
+    assert len(_refused(bundle, str(bundle / MANIFEST), "model.vae.z_dim", verify=False)) < 2000
 
 
 def test_an_onnx_entry_whose_file_files_does_not_list_is_named(bundle: Path) -> None:
