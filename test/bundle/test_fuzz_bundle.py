@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -35,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bounded_child import run_bounded
 
-REPO = Path(__file__).resolve().parents[2]
 ITERATIONS = int(os.environ.get("LIGHTWAM_FUZZ_ITERATIONS", "200"))
 SEED = int(os.environ.get("LIGHTWAM_FUZZ_SEED", "0"))
 MUTANT_SECONDS = 30  # a bound on work per mutant (they take milliseconds), not a speed
-HEADROOM_BYTES = 3 << 30  # address space a mutant may add to the warmed-up child's
+HEADROOM_MIB = 3072  # address space a mutant may add to the warmed-up child's
 # An error message quotes at most a bounded part of the input. The longest legitimate ones list
 # tensors that disagree with the config (40 names per kind); a value quoted whole could be megabytes.
 MESSAGE_CHARS = 16_000
@@ -157,20 +155,13 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise MutantTimeout(f"over {MUTANT_SECONDS} s")
 
 
-def _vm_size() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
+Make = Callable[[int], tuple[str, Callable[[], None]]]
 
 
-def _run_mutants(count: int, make: Callable[[int], tuple[str, Callable[[], None]]],
-                 allowed: tuple[type, ...]) -> list[dict]:
+def _run_mutants(kind: str, count: int, make: Make, allowed: tuple[type, ...]) -> None:
+    from bounded_child import report
+
     signal.signal(signal.SIGALRM, _on_alarm)
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _vm_size() + HEADROOM_BYTES
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-    results = []
     for i in range(count):
         what, run = make(i)
         t0 = time.monotonic()
@@ -185,13 +176,12 @@ def _run_mutants(count: int, make: Callable[[int], tuple[str, Callable[[], None]
             detail = "".join(traceback.format_exception(exc))[-3000:]
         finally:
             signal.alarm(0)
-        results.append({"index": i, "mutation": what, "outcome": outcome, "detail": detail, "chars": chars,
-                        "seconds": round(time.monotonic() - t0, 3)})
-    return results
+        report(kind=kind, index=i, mutation=what, outcome=outcome, detail=detail, chars=chars,
+               seconds=round(time.monotonic() - t0, 3))
 
 
-def child_manifests(bundle: Path, work: Path, count: int, seed: int) -> list[dict]:
-    from lightwam_ros.bundle.errors import BundleError
+def manifest_mutants(bundle: Path, work: Path, seed: int) -> Make:
+    """Makes mutant i of the bundle's manifest and the run that loads it, after a warm-up load."""
     from lightwam_ros.bundle.format import MANIFEST, Bundle
 
     target = work / "bundle"
@@ -210,14 +200,14 @@ def child_manifests(bundle: Path, work: Path, count: int, seed: int) -> list[dic
             Bundle.load(target, verify=False)
         return what, run
 
-    return _run_mutants(count, make, (BundleError,))
+    return make
 
 
-def child_checkpoints(bundle: Path, work: Path, count: int, seed: int) -> list[dict]:
+def checkpoint_mutants(bundle: Path, work: Path, seed: int) -> Make:
+    """Makes mutant i of a zip or legacy checkpoint and the run that converts it, after a warm-up convert."""
     from official_run import backbones, write_official_run
 
-    from lightwam_ros.bundle.convert import ConvertError, ConvertRequest, convert
-    from lightwam_ros.bundle.errors import BundleError
+    from lightwam_ros.bundle.convert import ConvertRequest, convert
 
     specs = backbones(bundle)
     runs = {fmt: write_official_run(bundle, work / fmt, legacy=fmt == "legacy") for fmt in ("zip", "legacy")}
@@ -238,7 +228,22 @@ def child_checkpoints(bundle: Path, work: Path, count: int, seed: int) -> list[d
                 shutil.rmtree(work / f"out_{i}", ignore_errors=True)
         return f"{fmt}: {what}", run
 
-    return _run_mutants(count, make, (ConvertError, BundleError))
+    return make
+
+
+def child_main(bundle: Path, work: Path, counts: dict[str, int], seed: int) -> None:
+    """Both warm-ups first, then the memory cap, then every mutant: the cap is relative to a process
+    that has imported torch and built the network once, so it bounds only what a mutant adds."""
+    from bounded_child import cap_memory
+
+    from lightwam_ros.bundle.convert import ConvertError
+    from lightwam_ros.bundle.errors import BundleError
+
+    makers = {"manifests": manifest_mutants(bundle, work / "manifests", seed),
+              "checkpoints": checkpoint_mutants(bundle, work / "checkpoints", seed)}
+    cap_memory(HEADROOM_MIB)
+    _run_mutants("manifests", counts["manifests"], makers["manifests"], (BundleError,))
+    _run_mutants("checkpoints", counts["checkpoints"], makers["checkpoints"], (ConvertError, BundleError))
 
 
 # -- the tests -------------------------------------------------------------------------------------------
@@ -247,15 +252,11 @@ def child_checkpoints(bundle: Path, work: Path, count: int, seed: int) -> list[d
 @pytest.fixture(scope="module")
 def fuzz_results(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     """Both fuzz runs in one child process, which imports torch and warms up once for both."""
-    work = tmp_path_factory.mktemp("fuzz")
-    report = work / "report.json"
     counts = {"manifests": ITERATIONS, "checkpoints": max(1, ITERATIONS // 4)}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "test" / "support")]))
-    proc = subprocess.run([sys.executable, __file__, str(tiny_bundle), str(work), json.dumps(counts), str(SEED),
-                           str(report)], env=env, capture_output=True, text=True,
-                          timeout=180 + 2 * MUTANT_SECONDS + sum(counts.values()) * 5)
-    assert proc.returncode == 0 and report.is_file(), proc.stderr[-5000:]
-    results = json.loads(report.read_text())
+    script = f"import runpy; runpy.run_path({str(Path(__file__))!r}, run_name='__main__')"
+    lines = run_bounded(script, [str(tiny_bundle), str(tmp_path_factory.mktemp("fuzz")), json.dumps(counts),
+                                 str(SEED)], timeout_s=180 + 2 * MUTANT_SECONDS + sum(counts.values()) * 5)
+    results = {kind: [r for r in lines if r["kind"] == kind] for kind in counts}
     for kind, count in counts.items():
         assert len(results[kind]) == count
     return results
@@ -280,9 +281,5 @@ def test_fuzzed_checkpoints_convert_or_raise_convert_error(fuzz_results: dict[st
 
 
 if __name__ == "__main__":
-    _bundle, _work, _counts, _seed, _report = sys.argv[1:]
-    _results = {kind: child(Path(_bundle), Path(_work) / kind, count, int(_seed)) for kind, child, count in (
-        ("manifests", child_manifests, json.loads(_counts)["manifests"]),
-        ("checkpoints", child_checkpoints, json.loads(_counts)["checkpoints"]))}
-    Path(_report).write_text(json.dumps(_results))
-    sys.exit(0)
+    _bundle, _work, _counts, _seed = sys.argv[1:]
+    child_main(Path(_bundle), Path(_work), json.loads(_counts), int(_seed))
