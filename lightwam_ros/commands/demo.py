@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightwam_ros.bundle.errors import BundleError
 from lightwam_ros.demo.run import DemoOptions, run_demo, summary_lines
+from lightwam_ros.replay.options import ReplayError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(DemoOptions(out=args.out, bundle=args.bundle, seconds=args.seconds, mode=args.mode,
-                                  seed=args.seed))
+    try:
+        result = run_demo(DemoOptions(out=args.out, bundle=args.bundle, seconds=args.seconds, mode=args.mode,
+                                      seed=args.seed))
+    except (BundleError, ReplayError) as exc:  # a broken --bundle: refused while loading or replaying
+        print(f"lightwam demo: error: {exc}", file=sys.stderr)
+        return 2
     for line in summary_lines(result.summary):
         print(line)
     if not result.ok:

@@ -349,6 +349,8 @@ def test_a_command_on_a_broken_bundle_exits_2_with_one_line(bundle: Path, tmp_pa
     assert err.startswith(f"lightwam {command}: error: ") and str(named) in err and "\n" not in err, err
 
 
+# Offline replay decodes messages with rclpy; the conftest's static check cannot see that through cli.main.
+@pytest.mark.ros
 def test_replay_on_a_broken_bundle_exits_2_naming_the_manifest(bundle: Path, tmp_path: Path, capsys) -> None:
     from lightwam_ros.demo.synthetic import SyntheticBagSpec, write_synthetic_bag
 
@@ -358,4 +360,14 @@ def test_replay_on_a_broken_bundle_exits_2_naming_the_manifest(bundle: Path, tmp
                    "--out", str(tmp_path / "out"), "--no-plot"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("lightwam replay: error: ") and str(bundle / MANIFEST) in err, err
+    assert "\n" not in err
+
+
+@pytest.mark.ros
+def test_demo_on_a_broken_bundle_exits_2_naming_the_manifest(bundle: Path, tmp_path: Path, capsys) -> None:
+    """Before: the ReplayError carrying the BundleError ended `lightwam demo` in a traceback."""
+    BROKEN["manifest_list"](bundle)
+    rc = cli.main(["demo", "--bundle", str(bundle), "--mode", "offline", "--seconds", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("lightwam demo: error: ") and str(bundle / MANIFEST) in err, err
     assert "\n" not in err
