@@ -119,9 +119,10 @@ def reliable_qos(depth: int = 10) -> Qos:
 
 
 # --- reading ----------------------------------------------------------------------------------
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's text on one line, cut to ``limit`` characters (library messages span lines)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(value: object, limit: int = 200) -> str:
+    """An exception's (or value's) text on one line, cut to ``limit`` characters (library messages
+    span lines)."""
+    text = " ".join(str(value).split()) or type(value).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -158,8 +159,20 @@ class BagReader:
         except Exception as exc:  # noqa: BLE001 - rosbags raises several types; the user needs the bag path
             raise BagError(f"bag {self.path}: cannot open ({_one_line(exc)})") from None
         self._typestore = get_typestore(Stores.ROS2_KILTED)
-        self._register_bag_types()
-        self.info = self._build_info()
+        try:
+            for conn in self._reader.connections:
+                if not (isinstance(conn.topic, str) and isinstance(conn.msgtype, str)):
+                    raise BagError(f"bag {self.path}: a topic's name or type is not a string "
+                                   f"({_one_line(conn.topic, 80)!r}, {_one_line(conn.msgtype, 80)!r})")
+            self._register_bag_types()
+            self.info = self._build_info()
+        except BagError:
+            self._reader.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - a value of the wrong type that rosbags let through
+            self._reader.close()
+            raise BagError(f"bag {self.path}: unreadable rosbag2 metadata ({type(exc).__name__}: "
+                           f"{_one_line(exc)})") from None
 
     def _register_bag_types(self) -> None:
         known = set(self._typestore.fielddefs)

@@ -5,8 +5,9 @@ error line.
 Before: a corrupt or mistyped message ended offline replay with rclpy's RMWError (and live replay
 published it to the node); the reference track raised BagError at the end of the run; a garbage
 custom message definition raised TypesysError, a self-referencing one RecursionError on decode; a
-non-UTF-8 metadata.yaml raised UnicodeDecodeError, a deeply nested one RecursionError, and an alias
-bomb in it was accepted; a damaged sqlite3 file raised apsw.CorruptError in the middle of the run.
+non-UTF-8 metadata.yaml raised UnicodeDecodeError, a deeply nested one RecursionError, a topic name
+or type of the wrong YAML type TypeError, a version of .nan ValueError, and an alias bomb in it was
+accepted; a damaged sqlite3 file raised apsw.CorruptError in the middle of the run.
 """
 
 from __future__ import annotations
@@ -205,6 +206,14 @@ BROKEN: dict[str, tuple[Callable[[Path, Path], Path], str]] = {  # case -> (make
     "metadata_deep": (lambda good, dst: with_metadata(
         good, dst, lambda b: b + b"  deep: " + b"[" * 3000 + b"]" * 3000 + b"\n"), "metadata.yaml"),
     "metadata_alias_bomb": (lambda good, dst: with_metadata(good, dst, _alias_bomb), "metadata.yaml"),
+    "metadata_topic_name_a_list": (lambda good, dst: with_metadata(
+        good.parent / "good_sqlite3", dst, lambda b: b.replace(b"name: /demo/joint_states", b"name: [a, b]", 1)),
+        "not a string"),
+    "metadata_type_a_mapping": (lambda good, dst: with_metadata(
+        good.parent / "good_sqlite3", dst, lambda b: b.replace(b"type: std_msgs/msg/String", b"type: {a: 1}", 1)),
+        "not a string"),
+    "metadata_version_nan": (lambda good, dst: with_metadata(
+        good, dst, lambda b: b.replace(b"  version: 9", b"  version: .nan", 1)), "metadata"),
     "sqlite3_truncated": (lambda good, dst: truncated(good.parent / "good_sqlite3", dst, 0.99), "damaged"),
     "mcap_truncated": (lambda good, dst: truncated(good, dst, 0.9), "cannot open"),
 }
