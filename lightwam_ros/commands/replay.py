@@ -79,6 +79,8 @@ def summary_lines(result: ReplayResult) -> list[str]:
     fs = r.get("frame_sets", {})
     lines = [f"{r['mode']} replay of {r['bag']} ({r['window']['duration_s']:.1f} s): "
              f"{r['chunks']['published']} chunks published"]
+    if r.get("undecodable"):
+        lines.append(f"undecodable messages skipped, per topic: {r['undecodable']}")
     if r["mode"] == "offline":
         tp = r["throughput"]
         lines.append(f"frame sets: {fs['in_bag']} in bag, {fs['formed']} formed, {fs['used']} used, "

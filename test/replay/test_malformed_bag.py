@@ -25,6 +25,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from lightwam_ros.cli import main as cli_main
+from lightwam_ros.commands.replay import summary_lines
 from lightwam_ros.control.latency_advice import ChunkTiming
 from lightwam_ros.demo.run import paced_rate
 from lightwam_ros.demo.synthetic import DEFAULT_INSTRUCTION, SyntheticBagSpec, TimedInstruction, write_synthetic_bag
@@ -128,6 +129,7 @@ def test_offline_replay_counts_and_skips_undecodable_messages(corrupt_bag: Path,
     report = result.report
     assert report["undecodable"] == EXPECTED
     assert undecodable_warnings(caplog) == {t: 1 for t in EXPECTED}  # one line per topic, not per message
+    assert f"undecodable messages skipped, per topic: {dict(sorted(EXPECTED.items()))}" in summary_lines(result)
     delivered = report["frame_sets"]["delivered_messages"]
     assert delivered[CAM_HIGH] == delivered[SPEC.camera_topic("cam_right_wrist")] - 1
     assert INSTRUCTION not in delivered  # the only instruction did not decode: instruction.default acts
