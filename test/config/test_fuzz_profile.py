@@ -125,7 +125,7 @@ _FUZZ = textwrap.dedent(r'''
             ok = outcome == "loaded" or (outcome == "ConfigError" and str(path) in message and "\n" not in message)
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if not ok:
-                report(bad=i, outcome=outcome, message=message, mutations=[m.__name__ for m in applied],
+                report(bad=i, seed=seed, outcome=outcome, message=message, mutations=[m.__name__ for m in applied],
                        head=data[:300].decode("utf-8", "replace"))
     report(outcomes=outcomes, slowest_s=slowest)
 ''')

@@ -120,9 +120,10 @@ _METADATA_FUZZ = textwrap.dedent(r'''
         src = rng.choice(seeds)
         bag = tmp / f"mutant_{i}"
         shutil.copytree(src, bag)
+        meta = bag / "metadata.yaml"
         if rng.random() < 0.8:
-            meta = bag / "metadata.yaml"
             meta.write_bytes(yaml_mutant(rng, meta.read_bytes()))
+            what = "metadata.yaml: " + meta.read_bytes()[:300].decode("utf-8", "replace")
         else:  # the storage file
             data = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
             b = bytearray(data.read_bytes())
@@ -132,6 +133,7 @@ _METADATA_FUZZ = textwrap.dedent(r'''
                 at = rng.randrange(len(b))
                 b[at:at + 64] = bytes(rng.randrange(256) for _ in range(64))
             data.write_bytes(bytes(b))
+            what = f"{data.name} of {src.name}: {len(b)} bytes left"
         t0 = time.monotonic()
         try:
             with BagReader(bag) as reader:
@@ -148,7 +150,7 @@ _METADATA_FUZZ = textwrap.dedent(r'''
         slowest = max(slowest, time.monotonic() - t0)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if not (outcome == "read" or (outcome == "BagError" and str(bag) in message and "\n" not in message)):
-            report(bad=i, outcome=outcome, message=message)
+            report(bad=i, seed=seed, outcome=outcome, message=message, mutant=what)
         shutil.rmtree(bag)
     report(outcomes=outcomes, slowest_s=slowest)
 ''')
@@ -219,7 +221,7 @@ _CDR_FUZZ = textwrap.dedent(r'''
                 key = f"{name} {outcome}"
                 outcomes[key] = outcomes.get(key, 0) + 1
                 if outcome not in ("decoded", "skipped", "BagError"):
-                    report(bad=i, decoder=name, outcome=outcome, raw=m.raw[:200].hex())
+                    report(bad=i, seed=seed, decoder=name, outcome=outcome, msgtype=m.msgtype, raw=m.raw[:200].hex())
             # independently: does rclpy refuse it?
             try:
                 deserialize_message(m.raw, TYPES[m.msgtype])
