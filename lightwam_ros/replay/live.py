@@ -236,7 +236,7 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
             decoder = InputDecoder(types, reader.info.start_ns)
             for t_ns, msg in input_stream(reader, inputs, start_ns, stop_ns):
                 # decoded before the wait, so the check takes no playback time; never published if
-                # it does not decode (the node's middleware would fail on it instead)
+                # it does not decode (the node's middleware would drop it unseen and uncounted)
                 if decoder.decode(msg, inputs.msgtype[msg.topic]) is None:
                     continue
                 wait = clock.wall_until(t_ns)

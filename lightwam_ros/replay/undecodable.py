@@ -3,10 +3,11 @@
 Why: a recording from the field can hold a corrupt message (a length field that lies, a truncated
 write) or bytes of another type on a topic (a mis-wired recorder). Neither may end a replay with
 the decoder's traceback, and live replay must not publish such bytes to the node: its middleware
-would fail to deserialize them on the node's side instead. Each input message is therefore decoded
-with the node's own decoder (rclpy's deserialize_message, Fast CDR) before it is used or published;
-one that does not decode is skipped, counted for report.json (``undecodable``: topic -> count), and
-the first one of each topic is logged -- one line per topic, not one per message.
+would fail to deserialize them and drop them unseen, so the report could not say which messages the
+node never had, and offline and live would count differently. Each input message is therefore
+decoded with the node's own decoder (rclpy's deserialize_message, Fast CDR) before it is used or
+published; one that does not decode is skipped, counted for report.json (``undecodable``: topic ->
+count), and the first one of each topic is logged -- one line per topic, not one per message.
 
 The check costs a deserialization per message: offline replay needs the decoded message anyway;
 live replay decodes what it publishes once more (a few ms for a 640x480 frame, while it waits for
