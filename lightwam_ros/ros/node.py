@@ -608,7 +608,7 @@ def _shut_down(node: PolicyNode, why: str) -> None:
     node.destroy_node()
 
 
-def _exit_now() -> None:
+def exit_now() -> None:
     """End the process at once, skipping the interpreter's teardown. For after a stop signal only,
     once the node is shut down and the ROS context with it (the DDS participant, its shared memory
     and the log files are closed by then). The teardown is what would remain, and it is harmful
@@ -626,7 +626,7 @@ def _exit_now() -> None:
 
 def main(args: list[str] | None = None) -> None:
     """policy_node. SIGINT / SIGTERM: see StopSignals; the node shuts down (the last hold, then the
-    release) and the process exits 0 without the interpreter's teardown (see _exit_now)."""
+    release) and the process exits 0 without the interpreter's teardown (see exit_now)."""
     own_signals = threading.current_thread() is threading.main_thread()  # signal handlers need it
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO if own_signals else None)
     stop = StopSignals() if own_signals else None
@@ -656,7 +656,7 @@ def main(args: list[str] | None = None) -> None:
             stop.restore()
         rclpy.try_shutdown()
     if stop is not None and stop.received is not None:  # stopped by a signal, nothing raised: done
-        _exit_now()
+        exit_now()
 
 
 if __name__ == "__main__":

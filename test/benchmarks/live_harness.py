@@ -357,13 +357,13 @@ def _run_node(tick_log: Path, node_argv: list[str], tweaks: Sequence[str] = ()) 
         tick_log.write_text(json.dumps({"start": starts.tolist(), "end": ends.tolist()}))
 
     atexit.register(dump)
-    exit_now = node_module._exit_now  # a node stopped by a signal leaves by os._exit: no atexit
+    exit_now = node_module.exit_now  # a node stopped by a signal leaves by os._exit: no atexit
 
     def dump_and_exit() -> None:
         dump()
         exit_now()
 
-    node_module._exit_now = dump_and_exit
+    node_module.exit_now = dump_and_exit
     node_module.main(node_argv)
 
 
