@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from lightwam_ros.bundle.format import PARTS, Bundle, Embodiment, expected_shapes, format_diff
 from lightwam_ros.bundle.official_text_cache import read_official_text_cache
 from lightwam_ros.bundle.safetensors_io import LazyTensor, sha256_file
+from lightwam_ros.config.bounded_yaml import YamlLimitError, read_bounded_yaml
 from lightwam_ros.model.canvas_layout import LAYOUTS, Layout
 from lightwam_ros.model.config import ExpertConfig, ModelConfig, VAEConfig
 from lightwam_ros.model.dtypes import parse_dtype
@@ -81,6 +81,13 @@ DEFAULT_NAMES: dict[tuple[str, str, int], tuple[str, ...]] = {
     ("libero_2cam", "state", 8): ("eef_x", "eef_y", "eef_z", "eef_ax", "eef_ay", "eef_az", "gripper_l", "gripper_r"),
 }
 
+# A resolved Light-WAM training config.yaml is some tens of KB, a dozen levels deep, a few thousand
+# YAML nodes; these bounds are far above that and far below what an alias bomb expands to.
+TRAINING_CONFIG_MAX_BYTES = 4 * 2**20
+TRAINING_CONFIG_MAX_DEPTH = 64
+TRAINING_CONFIG_MAX_NODES = 200_000
+
+
 class ConvertError(ValueError):
     """The official inputs are inconsistent or incomplete; the message names the file and key."""
 
@@ -120,10 +127,12 @@ def read_training_config(path: Path, layout_name: str | None = None,
                          backbones: Mapping[str, BackboneSpec] = BACKBONES) -> TrainingConfig:
     """Parse the run's resolved config.yaml into ModelConfig + layout + normalisation mode + trained steps."""
     path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConvertError(f"{path}: cannot read YAML ({exc})") from exc
+    try:  # bounded: a hand-edited config can carry an alias bomb or a 100000-level nesting
+        cfg = read_bounded_yaml(path, max_bytes=TRAINING_CONFIG_MAX_BYTES, max_depth=TRAINING_CONFIG_MAX_DEPTH,
+                                max_nodes=TRAINING_CONFIG_MAX_NODES,
+                                what="a resolved training config.yaml is some tens of KB")
+    except YamlLimitError as exc:
+        raise ConvertError(f"cannot read the training config: {exc}") from None
     if not isinstance(cfg, Mapping) or "model" not in cfg or "data" not in cfg:
         raise ConvertError(f"{path}: expected a resolved Light-WAM training config with 'model' and 'data' sections")
     m = cfg["model"]

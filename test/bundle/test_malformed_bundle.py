@@ -309,6 +309,34 @@ def test_convert_cli_on_a_malformed_checkpoint_exits_2_naming_it(official, tiny_
     assert "\n" not in err and not (tmp_path / "out" / MANIFEST).exists()
 
 
+TRAINING_CONFIGS = {
+    "alias_bomb": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")) + "model: *i\ndata: {}\n",
+    "deep": "model: " + "[" * 5000 + "]" * 5000 + "\ndata: {}\n",
+    "not_utf8": "model: {}\ndata: {name: \"caf\xe9\"}\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAINING_CONFIGS))
+def test_convert_cli_on_a_malformed_training_config_exits_2_naming_it(official, tiny_bundle: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch, capsys,
+                                                                      case: str) -> None:
+    """config.yaml is read within bounds: a 5000-deep nesting (RecursionError before) and a non-UTF-8
+    file (UnicodeDecodeError before) each end in one line naming the file; an alias bomb of 10^9
+    nodes too (before, PyYAML shared the aliased lists and the converter refused the shape, but
+    anything walking the document would have expanded it)."""
+    monkeypatch.setitem(convert_mod.BACKBONES, "wan2_1_t2v", backbones(tiny_bundle)["wan2_1_t2v"])
+    paths = dict(official, config=tmp_path / "config.yaml")
+    text = TRAINING_CONFIGS[case]
+    paths["config"].write_bytes(text.encode("latin-1") if case == "not_utf8" else text.encode())
+    t0 = time.monotonic()
+    assert cli.main(_convert_argv(paths, tmp_path / "out")) == 2
+    assert time.monotonic() - t0 < 60  # a bound on work: the bomb expands to 10^9 nodes
+    err = capsys.readouterr().err.strip()
+    assert str(paths["config"]) in err and "\n" not in err and len(err) < 2000, err
+
+
 def test_convert_cli_converts_the_official_run_it_is_given(official, tiny_bundle: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The reference for the cases above: the same inputs with a sound checkpoint convert."""
