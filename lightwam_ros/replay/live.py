@@ -259,7 +259,12 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
         rclpy.try_shutdown(context=ctx)
 
     diag, diag_stamp = _diag_values(diagnostics, stop_ns)
-    sync, inference, control = diag.get("sync", {}), diag.get("inference", {}), diag.get("control", {})
+    inference, control = diag.get("inference", {}), diag.get("control", {})
+    # Frame-set counters from the node's last report (the end of the tail): no frame arrives after
+    # the bag's end, so they only add what was still on its way -- a compressed frame decoded on the
+    # node's decode thread after the report at the bag's end (holds come from that report: the tail
+    # has no inputs, so its holds never happened on the robot).
+    sync = _diag_values(diagnostics, 2**63 - 1)[0].get("sync", {})
     frames_published = {inputs.cameras[t]: published[t] for t in inputs.cameras}
     holds = {k.removeprefix("safety.hold."): _num(control, k) for k in control if k.startswith("safety.hold.")}
     report = {
@@ -273,8 +278,8 @@ def run_live(options: ReplayOptions, plan: Any, cfg: PolicyConfig, inputs: Input
             "messages_published": dict(published),
             "publish_lateness_ms": percentiles(lateness_ms),
             "note": ("frame_sets_published: sets the profile's sync forms from the published stamps with no "
-                     "staleness gate; formed/fresh: the node's FrameSync (its last /diagnostics); used: one per "
-                     "~/action_chunk the node published"),
+                     "staleness gate; formed/fresh: the node's FrameSync (its last /diagnostics, after the "
+                     "tail); used: one per ~/action_chunk the node published"),
         },
         "frame_sets": {
             "in_bag": counter.sets,
