@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lightwam_ros.config.parameters import (
+    JPEG_DECODES,
     MAX_INSTRUCTION_CHARS,
     MAX_JOINT_NAMES,
     PARAMETERS,
@@ -74,8 +75,12 @@ class CameraConfig:
     names: tuple[str, ...]  # bundle layout camera names
     topics: tuple[str, ...]  # one image topic per camera, same order (the base topic when compressed)
     transports: tuple[str, ...] = ()  # "raw" | "compressed" per camera; empty = all raw
+    jpeg_decode: str = "reduced"  # "reduced": JPEG at half size where the layout halves the camera
 
     def __post_init__(self) -> None:
+        if self.jpeg_decode not in JPEG_DECODES:
+            raise ConfigError("cameras.jpeg_decode", f"{self.jpeg_decode!r} is not a JPEG decode mode; expected "
+                                                     f"one of {', '.join(JPEG_DECODES)}")
         if not self.transports:
             object.__setattr__(self, "transports", ("raw",) * len(self.names))
         if len(self.transports) != len(self.names):
@@ -375,7 +380,8 @@ def from_params(params: Mapping[str, Any]) -> PolicyConfig:
     return PolicyConfig(
         bundle=p["bundle"], backend=Backend(p["backend"]), device=p["device"], dtype=DType(p["dtype"]),
         control_rate_hz=p["control_rate_hz"], dry_run=p["dry_run"],
-        cameras=CameraConfig(tuple(p["cameras.names"]), tuple(p["cameras.topics"]), tuple(p["cameras.transports"])),
+        cameras=CameraConfig(tuple(p["cameras.names"]), tuple(p["cameras.topics"]), tuple(p["cameras.transports"]),
+                             p["cameras.jpeg_decode"]),
         sync=SyncConfig(_s_to_ns(p["sync.slop"]), p["sync.queue_size"], _s_to_ns(p["sync.max_age"]),
                         _s_to_ns(p["sync.camera_timeout"])),
         joints=JointConfig(p["joints.state_topic"], joint_names, _s_to_ns(p["joints.max_age"]),

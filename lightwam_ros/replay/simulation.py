@@ -182,7 +182,7 @@ class Simulation:
         self.controller = build_controller(loaded, config, self.inference, Clocks(clock, clock), log,
                                            name=f"/{name}", topics=topics)
         self.bridge = PolicyBridge(self.controller, publishers, log, resolve_topic=_absolute,
-                                   canvas_for=loaded.canvas_for)
+                                   canvas_for=loaded.canvas_for, decoder=loaded.compressed_decoder())
         self.ticks: list[TickRecord] = []
         self.diagnostics_period_ns = diagnostics_period_ns or round(1e9 / config.diagnostics_rate_hz)
         self.next_tick_ns = clock.now_ns + config.control_period_ns

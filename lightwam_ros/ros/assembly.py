@@ -20,6 +20,7 @@ from lightwam_ros import config as cfgmod
 from lightwam_ros.config import PolicyConfig
 from lightwam_ros.control.controller import Clocks, Log, ModelInfo, PolicyController, Pool, Topics, inference_workers
 from lightwam_ros.control.latency_advice import startup_advice
+from lightwam_ros.ros.compressed import CompressedDecoder
 from lightwam_ros.types import FrameSet
 
 
@@ -41,6 +42,12 @@ class LoadedPolicy:
         """The tiled model input of the request observed at ``stamp_ns``, else the latest one."""
         canvas = self.pipeline.canvas_for(stamp_ns)
         return canvas if canvas is not None else self.pipeline.last_canvas
+
+    def compressed_decoder(self) -> CompressedDecoder:
+        """A decoder for this policy's compressed cameras (one per decoding thread): JPEG frames at
+        half size where the layout halves the camera, unless cameras.jpeg_decode is full."""
+        halved = self.pipeline.embodiment.layout.pre_resize_hw if self.config.cameras.jpeg_decode == "reduced" else {}
+        return CompressedDecoder(halved)
 
     def model_info(self) -> ModelInfo:
         from lightwam_ros.model.dtypes import dtype_name  # torch: loaded with the model, not on import

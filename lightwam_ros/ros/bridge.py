@@ -31,7 +31,7 @@ from lightwam_ros.control.controller import (
     TickResult,
     TrajectoryCommand,
 )
-from lightwam_ros.ros.compressed import compressed_to_rgb
+from lightwam_ros.ros.compressed import CompressedDecoder
 from lightwam_ros.ros.decode_thread import DecodedFrame
 from lightwam_ros.ros.images import ImageError, image_to_rgb, time_to_ns
 from lightwam_ros.ros.outputs import action_chunk_msg, debug_canvas, diagnostic_array, forward_command, joint_trajectory
@@ -61,11 +61,13 @@ def command_message(command: Command, joint_names: Any) -> Any:
 class PolicyBridge:
     """See the module doc. ``resolve_topic`` turns a configured topic into its full name (the
     node's resolve_topic_name); ``canvas_for(stamp)`` returns the tiled model input of the chunk
-    observed at ``stamp`` (or None)."""
+    observed at ``stamp`` (or None); ``decoder`` decodes compressed frames (default: all in full)."""
 
     def __init__(self, controller: PolicyController, publishers: Publishers, log: Log, *,
-                 resolve_topic: Callable[[str], str], canvas_for: Callable[[int], np.ndarray | None]) -> None:
+                 resolve_topic: Callable[[str], str], canvas_for: Callable[[int], np.ndarray | None],
+                 decoder: CompressedDecoder | None = None) -> None:
         self.controller = controller
+        self._decoder = decoder if decoder is not None else CompressedDecoder()
         self.publishers = publishers
         self._log = log
         self._resolve = resolve_topic
@@ -79,7 +81,7 @@ class PolicyBridge:
         DecodeThread and calls on_decoded instead; replay and tests come here)."""
         try:
             if isinstance(msg, CompressedImage):
-                rgb = compressed_to_rgb(msg, self._resolve(topic))
+                rgb = self._decoder.decode(msg, camera, self._resolve(topic))
             else:
                 rgb = image_to_rgb(msg, self._resolve(topic))
         except ImageError as exc:

@@ -16,7 +16,10 @@ is refused with an ImageError naming the topic and the format.
 API
 - ``compressed_to_rgb(msg, topic="") -> np.ndarray`` -- uint8 [H, W, 3] RGB; ImageError when the
   format is unsupported or the data is corrupt or truncated.
-- ``decode_compressed(fmt, data, where) -> np.ndarray`` -- the same on the bare fields.
+- ``decode_compressed(fmt, data, where, reduced=False) -> np.ndarray`` -- the same on the bare fields
+  (``reduced``: a JPEG at half size, see CompressedDecoder).
+- ``CompressedDecoder(halved).decode(msg, camera, topic)`` -- what the node and replay decode with:
+  JPEG frames of a camera the model halves anyway are decoded at half size (``cameras.jpeg_decode``).
 - ``rgb_to_compressed(rgb, codec="jpeg", quality=90, stamp_ns=0, frame_id="") -> CompressedImage``
 - ``encode_rgb(rgb, codec, quality) -> bytes``, ``compressed_format(codec) -> str``, ``CODECS``
 """
@@ -24,6 +27,7 @@ API
 from __future__ import annotations
 
 import array
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -63,12 +67,15 @@ def parse_format(fmt: str, where: str) -> tuple[str, str]:
     return codec, "rgb" if packed.startswith("rgb") else "bgr"
 
 
-def decode_compressed(fmt: str, data: bytes | memoryview | array.array | np.ndarray, where: str) -> np.ndarray:
+def decode_compressed(fmt: str, data: bytes | memoryview | array.array | np.ndarray, where: str,
+                      reduced: bool = False) -> np.ndarray:
     """Decode JPEG or PNG bytes into uint8 [H, W, 3] RGB (see the module doc for the format).
 
     The decoder writes RGB itself (``IMREAD_COLOR_RGB``, OpenCV >= 4.10: the same pixels as decoding
     to BGR and converting, without the extra pass over the frame); grey and 4-channel images come
     out as RGB too. A 16-bit PNG is refused from its header rather than silently scaled to 8 bits.
+    ``reduced``: a JPEG comes out at half its size (ceil), scaled by libjpeg in the DCT domain
+    (``IMREAD_REDUCED_COLOR_2``); ignored for PNG, whose decoder has no cheaper half size.
     """
     codec, order = parse_format(fmt, where)
     buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
@@ -79,7 +86,12 @@ def decode_compressed(fmt: str, data: bytes | memoryview | array.array | np.ndar
     if buf.size > PNG_BIT_DEPTH_BYTE and bytes(buf[:8]) == PNG_SIGNATURE and buf[PNG_BIT_DEPTH_BYTE] > 8:
         raise ImageError(f"{where}: a {int(buf[PNG_BIT_DEPTH_BYTE])}-bit PNG; only 8-bit images are supported")
     stored_rgb = order == "rgb"
-    flag = cv2.IMREAD_COLOR if stored_rgb or _IMREAD_RGB is None else _IMREAD_RGB
+    if reduced and codec == "jpeg":
+        # BGR at half size, converted below: a pass over a quarter of the pixels, and the same call
+        # on every OpenCV (the reduced flags do not combine with IMREAD_COLOR_RGB before OpenCV 5)
+        flag = cv2.IMREAD_REDUCED_COLOR_2
+    else:
+        flag = cv2.IMREAD_COLOR if stored_rgb or _IMREAD_RGB is None else _IMREAD_RGB
     try:
         px = cv2.imdecode(buf, flag)
     except cv2.error as exc:
@@ -88,14 +100,55 @@ def decode_compressed(fmt: str, data: bytes | memoryview | array.array | np.ndar
         raise ImageError(f"{where}: corrupt or truncated {codec} data ({buf.size} bytes could not be decoded)")
     if px.shape[0] * px.shape[1] > MAX_PIXELS:
         raise ImageError(f"{where}: {px.shape[1]}x{px.shape[0]} pixels is beyond any camera frame")
-    if flag == cv2.IMREAD_COLOR and not stored_rgb:  # an OpenCV without IMREAD_COLOR_RGB
-        return cv2.cvtColor(px, cv2.COLOR_BGR2RGB)
+    if flag in (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2) and not stored_rgb:
+        return cv2.cvtColor(px, cv2.COLOR_BGR2RGB)  # reduced, or an OpenCV without IMREAD_COLOR_RGB
     return px
 
 
+def _where(msg: CompressedImage, topic: str) -> str:
+    return f"compressed image on '{topic or '?'}' ({msg.format!r}, {len(msg.data)} bytes)"
+
+
 def compressed_to_rgb(msg: CompressedImage, topic: str = "") -> np.ndarray:
-    where = f"compressed image on '{topic or '?'}' ({msg.format!r}, {len(msg.data)} bytes)"
-    return decode_compressed(msg.format, msg.data, where)
+    return decode_compressed(msg.format, msg.data, _where(msg, topic))
+
+
+class CompressedDecoder:
+    """CompressedImage -> RGB for one node (or replay), JPEG at half size where the model halves it.
+
+    Why: the model's first step for a camera with a data-config shape (the layout's ``pre_resize_hw``,
+    240x320 for the RoboTwin cameras) is a resize; for a 480x640 camera it halves the frame. libjpeg
+    can decode a JPEG at half size in the DCT domain, skipping a quarter of the inverse transform's
+    output and the halving resize: on one core it cuts the host cost of a compressed 3-camera frame
+    set by about a third (docs/network.md). The half-size frame is libjpeg's 2x2 scaling, not the
+    training's triangle filter, so the canvas moves a little further from the raw input's (the
+    measured effect on the actions is in docs/network.md); ``cameras.jpeg_decode: full`` decodes
+    every frame in full instead. PNG frames are always decoded in full.
+
+    ``halved``: camera -> the shape its frames are halved to (empty: decode everything in full). A
+    camera's frame size is learned from its first frame, decoded in full; a JPEG is decoded at half
+    size only while the camera's frames are exactly twice that shape, and a frame whose half-size
+    decode comes out another size (the camera changed resolution) is decoded again in full and the
+    size learned anew. One decoder per decoding thread: the learned sizes are not locked.
+    """
+
+    def __init__(self, halved: Mapping[str, tuple[int, int]] | None = None) -> None:
+        self._halved = {camera: (int(h), int(w)) for camera, (h, w) in (halved or {}).items()}
+        self._full_hw: dict[str, tuple[int, int]] = {}
+        self.reduced_frames = 0  # frames decoded at half size (tests and benchmarks read it)
+
+    def decode(self, msg: CompressedImage, camera: str, topic: str = "") -> np.ndarray:
+        where = _where(msg, topic)
+        target = self._halved.get(camera)
+        if (target is not None and self._full_hw.get(camera) == (2 * target[0], 2 * target[1])
+                and parse_format(msg.format, where)[0] == "jpeg"):
+            rgb = decode_compressed(msg.format, msg.data, where, reduced=True)
+            if rgb.shape[:2] == target:
+                self.reduced_frames += 1
+                return rgb
+        rgb = decode_compressed(msg.format, msg.data, where)
+        self._full_hw[camera] = (int(rgb.shape[0]), int(rgb.shape[1]))
+        return rgb
 
 
 def encode_rgb(rgb: np.ndarray, codec: str = "jpeg", quality: int = 90) -> bytes:

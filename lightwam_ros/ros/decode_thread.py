@@ -47,11 +47,11 @@ class _Pending:
 
 
 class DecodeThread:
-    """See the module doc. ``decode(message, topic) -> rgb`` raises ImageError on bad data;
+    """See the module doc. ``decode(message, camera, topic) -> rgb`` raises ImageError on bad data;
     ``notify()`` is called (from this thread) after each decoded frame is ready; ``capacity`` bounds
     the undecoded backlog."""
 
-    def __init__(self, decode: Callable[[Any, str], np.ndarray], notify: Callable[[], None],
+    def __init__(self, decode: Callable[[Any, str, str], np.ndarray], notify: Callable[[], None],
                  capacity: int = 8, name: str = "lightwam-decode") -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -115,7 +115,8 @@ class DecodeThread:
                     return
                 item = self._pending.popleft()
             try:
-                frame = DecodedFrame(item.camera, item.topic, item.stamp_ns, self._decode(item.message, item.topic))
+                rgb = self._decode(item.message, item.camera, item.topic)
+                frame = DecodedFrame(item.camera, item.topic, item.stamp_ns, rgb)
             except ImageError as exc:
                 frame = DecodedFrame(item.camera, item.topic, item.stamp_ns, None, exc)
             except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the thread and blind the camera

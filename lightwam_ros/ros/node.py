@@ -72,7 +72,6 @@ from lightwam_ros.control.controller import Clocks, PolicyController, Topics
 from lightwam_ros.ros import qos
 from lightwam_ros.ros.assembly import LoadedPolicy, build_controller, inference_pool, load_policy
 from lightwam_ros.ros.bridge import PolicyBridge, Publishers
-from lightwam_ros.ros.compressed import compressed_to_rgb
 from lightwam_ros.ros.decode_thread import DecodeThread
 from lightwam_ros.ros.images import time_to_ns
 
@@ -361,8 +360,10 @@ class PolicyNode(LifecycleNode):
                 rt.controller.on_lost_frames(camera, "decode_backlog", n)
 
         rt.decoder_wake = self.create_guard_condition(take_decoded)
-        rt.decoder = DecodeThread(lambda msg, topic: compressed_to_rgb(msg, self.resolve_topic_name(topic)),
-                                  rt.decoder_wake.trigger, capacity=capacity)
+        decoder = rt.loaded.compressed_decoder()
+        rt.decoder = DecodeThread(
+            lambda msg, camera, topic: decoder.decode(msg, camera, self.resolve_topic_name(topic)),
+            rt.decoder_wake.trigger, capacity=capacity)
 
     def _destroy_entities(self, rt: _Runtime) -> None:
         if rt.decoder is not None:

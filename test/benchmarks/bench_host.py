@@ -4,7 +4,8 @@
 
 For 3 cameras at 480x640 (the robotwin_3cam layout) it times, per frame set:
   decode     sensor_msgs/Image -> uint8 HxWx3 RGB (images.image_to_rgb) x3, or for jpeg90 / jpeg75 /
-             png a sensor_msgs/CompressedImage decompressed (compressed.compressed_to_rgb) x3 --
+             png a sensor_msgs/CompressedImage decompressed by the node's CompressedDecoder x3 (JPEG
+             at half size, cameras.jpeg_decode's default; jpeg90-full / jpeg75-full in full) --
              in the node that runs on its decode thread, not the control thread, but on the same CPU
   sync       FrameSync.add x3 (the third completes the set)
   preprocess Preprocessor on the CPU: upload, [0,1] float, the training resize chain, tiling into the
@@ -47,13 +48,15 @@ from lightwam_ros.control.sync import FrameSync
 from lightwam_ros.demo.synthetic import render_scene
 from lightwam_ros.inference.layouts import Preprocessor, resize
 from lightwam_ros.model.canvas_layout import LAYOUTS
-from lightwam_ros.ros.compressed import compressed_to_rgb, rgb_to_compressed
+from lightwam_ros.ros.compressed import CompressedDecoder, rgb_to_compressed
 from lightwam_ros.ros.images import image_to_rgb, ns_to_time
 
 LAYOUT = LAYOUTS["robotwin_3cam"]
 H, W = 480, 640
 PERIOD_NS = 33_333_333  # 30 Hz cameras
 BLOCK = 25  # frame sets per alternating block (pipeline, then float chain)
+FULL_SUFFIX = "-full"  # jpeg<Q>-full: decoded in full (cameras.jpeg_decode full)
+ENCODINGS = ("rgb8", "bgr8", "jpeg90", "jpeg90-full", "jpeg75", "jpeg75-full", "png")
 
 
 def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image | CompressedImage:
@@ -61,7 +64,8 @@ def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image | Compr
     deserialized)."""
     if encoding.startswith("jpeg") or encoding == "png":
         codec = "png" if encoding == "png" else "jpeg"
-        cmsg = rgb_to_compressed(rgb, codec, int(encoding[4:] or 90) if codec == "jpeg" else 90, stamp_ns)
+        quality = int(encoding[4:].removesuffix(FULL_SUFFIX) or 90) if codec == "jpeg" else 90
+        cmsg = rgb_to_compressed(rgb, codec, quality, stamp_ns)
         return deserialize_message(serialize_message(cmsg), CompressedImage)
     px = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
     msg = Image(height=H, width=W, encoding=encoding, is_bigendian=0, step=3 * W)
@@ -78,8 +82,8 @@ def camera_like_frame(camera: int) -> np.ndarray:
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-def to_rgb(msg: Image | CompressedImage, topic: str) -> np.ndarray:
-    return compressed_to_rgb(msg, topic) if isinstance(msg, CompressedImage) else image_to_rgb(msg, topic)
+def to_rgb(msg: Image | CompressedImage, camera: str, topic: str, decoder: CompressedDecoder) -> np.ndarray:
+    return decoder.decode(msg, camera, topic) if isinstance(msg, CompressedImage) else image_to_rgb(msg, topic)
 
 
 def message_bytes(msg: Image | CompressedImage) -> int:
@@ -110,13 +114,16 @@ def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float
             for i in range(runs + warmup)]
     sync = FrameSync(cameras, SyncConfig(), now_ns=0)
     pre = Preprocessor(LAYOUT, "cpu")
+    # the node's decoder: JPEG at half size where the layout halves the camera (cameras.jpeg_decode
+    # reduced, the default) unless the encoding is a *-full one (cameras.jpeg_decode full)
+    decoder = CompressedDecoder({} if encoding.endswith(FULL_SUFFIX) else LAYOUT.pre_resize_hw)
     stages = ("decode", "sync", "preprocess", "total", "float chain")
     times: dict[tuple[str, str], list[int]] = {(c, k): [] for c in ("cpu", "wall") for k in stages}
     block: list[dict[str, np.ndarray]] = []
     for i, msgs in enumerate(sets):
         now = (i + 1) * PERIOD_NS + 5_000_000
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-        rgbs = [to_rgb(m, f"/cam{c}") for c, m in enumerate(msgs)]
+        rgbs = [to_rgb(m, cam, f"/{cam}", decoder) for cam, m in zip(cameras, msgs)]
         c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
         out = None
         for cam, m, rgb in zip(cameras, msgs, rgbs):
@@ -155,30 +162,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=300, help="timed frame sets per encoding (>= 200 recommended)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one CPU core)")
-    p.add_argument("--encodings", nargs="+", default=["rgb8", "bgr8", "jpeg90", "jpeg75", "png"],
-                   choices=["rgb8", "bgr8", "jpeg90", "jpeg75", "png"],
+    p.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS,
                    help="raw Image encodings, or CompressedImage: jpeg<quality> or png, decoded by the node's "
-                        "decoder (decode is then the decompression)")
+                        "decoder (decode is then the decompression; jpeg at half size, the default "
+                        "cameras.jpeg_decode reduced), jpeg<quality>-full decoded in full (jpeg_decode full)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)  # image_to_rgb converts with OpenCV
     print(f"host cost of one frame set: 3 x {H}x{W} -> {LAYOUT.canvas_hw[0]}x{LAYOUT.canvas_hw[1]} canvas "
           f"({LAYOUT.name}); torch {torch.__version__}, {args.threads} thread(s), {args.runs} runs; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'encoding':<9}{'stage':<12}{'cpu median':>11}{'cpu p90':>9}{'wall median':>13}{'wall p90':>10}  (ms)")
+    print(f"{'encoding':<12}{'stage':<12}{'cpu median':>11}{'cpu p90':>9}{'wall median':>13}{'wall p90':>10}  (ms)")
     sizes = {}
     for enc in args.encodings:
         r = bench(enc, args.runs, args.warmup)
         sizes[enc] = r[("bytes", "per camera")][0]
         for stage in ("decode", "sync", "preprocess", "total", "float chain"):
             (cm, c9), (wm, w9) = r[("cpu", stage)], r[("wall", stage)]
-            print(f"{enc:<9}{stage:<12}{cm:>11.3f}{c9:>9.3f}{wm:>13.3f}{w9:>10.3f}")
+            print(f"{enc:<12}{stage:<12}{cm:>11.3f}{c9:>9.3f}{wm:>13.3f}{w9:>10.3f}")
     print(f"\nbandwidth per camera at 30 Hz ({H}x{W}, the frames above: textured scene + sensor-like noise)")
-    print(f"{'encoding':<9}{'bytes/frame':>12}{'MB/s':>8}{'vs raw':>8}")
+    print(f"{'encoding':<12}{'bytes/frame':>12}{'MB/s':>8}{'vs raw':>8}")
     raw = sizes.get("rgb8")
     for enc, n in sizes.items():
         ratio = f"{raw / n:>7.1f}x" if raw else "-"
-        print(f"{enc:<9}{n:>12.0f}{n * 30 / 1e6:>8.2f}{ratio:>8}")
+        print(f"{enc:<12}{n:>12.0f}{n * 30 / 1e6:>8.2f}{ratio:>8}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -35,11 +35,12 @@ def spec(compression: str) -> SyntheticBagSpec:
                             instructions=(TimedInstruction("pick up the red block"),))
 
 
-def compressed_profile(tmp_path: Path) -> Path:
+def compressed_profile(tmp_path: Path, jpeg_decode: str = "reduced") -> Path:
     doc = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     params = doc["lightwam_policy"]["ros__parameters"]
     params["cameras"]["transports"] = ["compressed"] * len(params["cameras"]["names"])
-    path = tmp_path / "demo_compressed.yaml"
+    params["cameras"]["jpeg_decode"] = jpeg_decode
+    path = tmp_path / f"demo_compressed_{jpeg_decode}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -92,3 +93,39 @@ def test_a_raw_profile_on_a_compressed_bag_names_the_setting(tmp_path) -> None:
 
 def test_compression_enum_names_what_make_bag_accepts() -> None:
     assert [c.value for c in Compression] == ["none", "jpeg", "png"]
+
+
+@pytest.fixture(scope="module")
+def camera_size_twins(tmp_path_factory, tiny_bundle):
+    """480x640 cameras into the RoboTwin layout (data-config shape 240x320, so the model halves each
+    frame first): raw, and JPEG decoded at half size (the default) or in full."""
+    tmp = tmp_path_factory.mktemp("halved")
+    runs = {}
+    for name, compression, profile in (
+            ("raw", "none", str(REPO / "config" / "demo.yaml")),
+            ("reduced", "jpeg", str(compressed_profile(tmp, "reduced"))),
+            ("full", "jpeg", str(compressed_profile(tmp, "full")))):
+        bag_spec = SyntheticBagSpec(seconds=1.5, seed=4, height=480, width=640, compression=compression, quality=90,
+                                    instructions=(TimedInstruction("pick up the red block"),))
+        bag = tmp / f"bag_{compression}"
+        if not bag.exists():
+            write_synthetic_bag(bag_spec, bag)
+        runs[name] = run_replay(ReplayOptions(bag=bag, profile=profile, bundle=str(tiny_bundle),
+                                              out=tmp / f"out_{name}", latency_ms=100.0, latency_jitter_ms=30.0,
+                                              seed=1, plot=False))
+    return runs
+
+
+def test_half_size_jpeg_decoding_stays_within_the_compression_error(camera_size_twins, tiny_bundle) -> None:
+    raw, reduced, full = (camera_size_twins[k] for k in ("raw", "reduced", "full"))
+    assert len(raw.chunks) >= 2
+    norm = Normalizer.from_dict(Bundle.load(tiny_bundle, verify=False).embodiment.normalization)
+    for run in (reduced, full):
+        assert [c.stamp_ns for c in run.chunks] == [c.stamp_ns for c in raw.chunks]
+        errors = [relative_l2(norm.normalize_actions(a.actions), norm.normalize_actions(b.actions))
+                  for a, b in zip(run.chunks, raw.chunks, strict=True)]
+        assert max(errors) <= JPEG_Q90_MAX_RELATIVE_L2, errors
+    # the two decodes differ (the half-size path was taken), by less than either differs from raw
+    between = [relative_l2(norm.normalize_actions(a.actions), norm.normalize_actions(b.actions))
+               for a, b in zip(reduced.chunks, full.chunks, strict=True)]
+    assert 0 < max(between) <= JPEG_Q90_MAX_RELATIVE_L2, between

@@ -17,6 +17,7 @@ from sensor_msgs.msg import CompressedImage
 
 from lightwam_ros.demo.synthetic import render_scene
 from lightwam_ros.ros.compressed import (
+    CompressedDecoder,
     compressed_format,
     compressed_to_rgb,
     decode_compressed,
@@ -127,3 +128,71 @@ def test_format_parsing() -> None:
     assert parse_format("rgb8; jpeg compressed bgr8", "x") == ("jpeg", "bgr")
     assert parse_format("bgr8; png compressed rgb8", "x") == ("png", "rgb")
     assert parse_format(" jpeg ", "x") == ("jpeg", "bgr")
+
+
+# -- CompressedDecoder: JPEG at half size where the model halves the camera -------------------------
+
+HALF = (120, 160)  # the data-config shape of a 240x320 camera in these tests
+
+
+def _jpeg_msg(rgb: np.ndarray, quality: int = 95) -> CompressedImage:
+    return _msg(compressed_format("jpeg"), encode_rgb(rgb, "jpeg", quality))
+
+
+def _box_halved(rgb: np.ndarray) -> np.ndarray:
+    """A plain 2x2 mean: what a half-size decode approximates (libjpeg scales in the DCT domain)."""
+    x = rgb.astype(np.float64)
+    return (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]) / 4.0
+
+
+def test_jpeg_frames_of_a_halved_camera_are_decoded_at_half_size_after_the_first() -> None:
+    rgb = _frame(240, 320)
+    decoder = CompressedDecoder({"cam": HALF})
+    first = decoder.decode(_jpeg_msg(rgb), "cam", TOPIC)
+    assert first.shape == (240, 320, 3)  # the camera's size is learned from a full decode
+    second = decoder.decode(_jpeg_msg(rgb), "cam", TOPIC)
+    assert second.shape == (120, 160, 3) and second.dtype == np.uint8
+    assert decoder.reduced_frames == 1
+    # the same picture, in RGB order: within a few grey levels of a 2x2 mean of the full decode
+    err = np.abs(second.astype(np.float64) - _box_halved(first))
+    assert err.mean() < 2.0, err.mean()
+    red = np.zeros((240, 320, 3), np.uint8)
+    red[..., 0] = 220
+    px = decoder.decode(_jpeg_msg(red), "cam", TOPIC)
+    assert px.shape == (120, 160, 3) and px[60, 80, 0] > 200 and px[60, 80, 2] < 30
+
+
+def test_full_size_decoding_where_the_camera_is_not_halved_or_the_codec_is_png() -> None:
+    rgb = _frame(240, 320)
+    decoder = CompressedDecoder({"cam": HALF})
+    for _ in range(3):
+        assert decoder.decode(_jpeg_msg(rgb), "other", TOPIC).shape == (240, 320, 3)  # no data-config shape
+        assert decoder.decode(_msg(compressed_format("png"), encode_rgb(rgb, "png")), "cam", TOPIC).shape == (
+            240, 320, 3)
+    odd = _frame(200, 320)  # not twice HALF: decoded in full, as the raw path would resize it
+    for _ in range(2):
+        assert decoder.decode(_jpeg_msg(odd), "cam", TOPIC).shape == (200, 320, 3)
+    assert CompressedDecoder().decode(_jpeg_msg(rgb), "cam", TOPIC).shape == (240, 320, 3)
+    assert decoder.reduced_frames == 0
+
+
+def test_a_camera_that_changes_resolution_is_decoded_in_full_and_relearned() -> None:
+    decoder = CompressedDecoder({"cam": HALF})
+    big, small = _frame(240, 320), _frame(120, 160)
+    assert decoder.decode(_jpeg_msg(big), "cam", TOPIC).shape == (240, 320, 3)
+    assert decoder.decode(_jpeg_msg(big), "cam", TOPIC).shape == (120, 160, 3)
+    assert decoder.decode(_jpeg_msg(small), "cam", TOPIC).shape == (120, 160, 3)  # retried in full: its size
+    assert decoder.decode(_jpeg_msg(small), "cam", TOPIC).shape == (120, 160, 3)  # full from now on
+    assert decoder.reduced_frames == 1
+    assert decoder.decode(_jpeg_msg(big), "cam", TOPIC).shape == (240, 320, 3)  # relearned
+    assert decoder.decode(_jpeg_msg(big), "cam", TOPIC).shape == (120, 160, 3)
+    assert decoder.reduced_frames == 2
+
+
+def test_a_corrupt_frame_on_the_half_size_path_is_an_image_error_naming_the_topic() -> None:
+    rgb = _frame(240, 320)
+    decoder = CompressedDecoder({"cam": HALF})
+    decoder.decode(_jpeg_msg(rgb), "cam", TOPIC)
+    data = encode_rgb(rgb, "jpeg", 90)
+    with pytest.raises(ImageError, match=TOPIC):
+        decoder.decode(_msg(compressed_format("jpeg"), data[: len(data) // 3] + b"\x00" * 64), "cam", TOPIC)

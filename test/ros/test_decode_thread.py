@@ -37,7 +37,7 @@ def test_frames_come_back_in_order_with_their_camera_and_stamp() -> None:
     notified = threading.Semaphore(0)
     threads = set()
 
-    def decode(msg, topic):
+    def decode(msg, camera, topic):
         threads.add(threading.current_thread().name)
         return _pixels(msg)
 
@@ -57,7 +57,7 @@ def test_frames_come_back_in_order_with_their_camera_and_stamp() -> None:
 
 
 def test_a_bad_frame_comes_back_as_an_error_and_the_thread_keeps_going() -> None:
-    def decode(msg, topic):
+    def decode(msg, camera, topic):
         if msg == "bad":
             raise ImageError(f"compressed image on '{topic}': corrupt")
         if msg == "bug":
@@ -81,7 +81,7 @@ def test_the_backlog_is_bounded_and_drops_the_oldest_undecoded_frames() -> None:
     release = threading.Event()
     started = threading.Event()
 
-    def decode(msg, topic):
+    def decode(msg, camera, topic):
         started.set()
         if not release.wait(TIMEOUT_S):
             raise AssertionError("never released")
@@ -105,7 +105,7 @@ def test_the_backlog_is_bounded_and_drops_the_oldest_undecoded_frames() -> None:
 
 
 def test_close_stops_the_thread_and_later_submits_are_ignored() -> None:
-    d = DecodeThread(lambda m, t: _pixels(0), lambda: None)
+    d = DecodeThread(lambda m, c, t: _pixels(0), lambda: None)
     d.close()
     d.submit(1, "a", "/a", 1)
     assert d.backlog == 0 and d.drain() == []
@@ -113,4 +113,4 @@ def test_close_stops_the_thread_and_later_submits_are_ignored() -> None:
 
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        DecodeThread(lambda m, t: _pixels(0), lambda: None, capacity=0)
+        DecodeThread(lambda m, c, t: _pixels(0), lambda: None, capacity=0)

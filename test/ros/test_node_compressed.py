@@ -34,7 +34,9 @@ def system(tmp_path_factory):
     try:
         with ros_context() as ctx:
             node = PolicyNode(context=ctx, autostart=True, parameter_overrides=as_overrides(params))
-            robot = RobotStandIn(ctx, params, instruction=INSTRUCTION)
+            # 480x640 frames: the layout halves them first, so the node decodes the JPEGs at half
+            # size (cameras.jpeg_decode reduced, the default) after each camera's first frame
+            robot = RobotStandIn(ctx, params, instruction=INSTRUCTION, image_hw=(480, 640))
             try:
                 with spinning([node, robot]):
                     robot.wait_for(lambda r: sum(len(m.points) > 1 for _, m in r.trajectories) >= 2, 180,
