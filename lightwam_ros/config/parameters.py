@@ -35,7 +35,7 @@ NODE_NAME = "lightwam_policy"
 # Input bounds (docs: safety): no message may cost the control thread more than these allow.
 MAX_INSTRUCTION_CHARS = 4096  # umT5 keeps 512 tokens (a few thousand characters of English)
 MAX_JOINT_NAMES = 1024  # a JointState with more names is refused before any per-name work
-JPEG_DECODES = ("reduced", "full")  # cameras.jpeg_decode (ros/compressed.py, CompressedDecoder)
+JPEG_DECODES = ("full", "reduced")  # cameras.jpeg_decode (ros/compressed.py, CompressedDecoder)
 
 
 class ConfigError(ValueError):
@@ -145,10 +145,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("cameras.transports", _SA, [], "per camera, in cameras.names order: raw (sensor_msgs/Image on "
               "the topic) or compressed (sensor_msgs/CompressedImage, JPEG or PNG, on <topic>/compressed as "
               "image_transport names it; decoded off the control thread); empty = all raw"),
-    ParamSpec("cameras.jpeg_decode", _S, "reduced", "compressed JPEG frames of a camera whose data-config "
-              "shape (the bundle layout's pre_resize_hw) is half the frame's: reduced = decoded at half size "
-              "by libjpeg (about a third less host time per frame set; the canvas differs a little more from "
-              "the raw input's, see docs/network.md), full = decoded in full and halved as for raw frames",
+    ParamSpec("cameras.jpeg_decode", _S, "full", "compressed JPEG frames of a camera whose data-config "
+              "shape (the bundle layout's pre_resize_hw) is half the frame's: full = decoded in full and halved "
+              "as raw frames are; reduced = decoded at half size by libjpeg (on a CPU backend a third to half "
+              "less host time per frame set, but about twice JPEG's change to the actions, see docs/network.md)",
               choices=JPEG_DECODES),
     ParamSpec("sync.slop", _D, 0.02, "max stamp spread of a camera set [s] (spread must be < slop)",
               range=(0.0, 10.0), positive=True, runtime=True),

@@ -75,7 +75,7 @@ class CameraConfig:
     names: tuple[str, ...]  # bundle layout camera names
     topics: tuple[str, ...]  # one image topic per camera, same order (the base topic when compressed)
     transports: tuple[str, ...] = ()  # "raw" | "compressed" per camera; empty = all raw
-    jpeg_decode: str = "reduced"  # "reduced": JPEG at half size where the layout halves the camera
+    jpeg_decode: str = "full"  # "reduced": JPEG at half size where the layout halves the camera
 
     def __post_init__(self) -> None:
         if self.jpeg_decode not in JPEG_DECODES:

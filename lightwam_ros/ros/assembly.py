@@ -44,8 +44,8 @@ class LoadedPolicy:
         return canvas if canvas is not None else self.pipeline.last_canvas
 
     def compressed_decoder(self) -> CompressedDecoder:
-        """A decoder for this policy's compressed cameras (one per decoding thread): JPEG frames at
-        half size where the layout halves the camera, unless cameras.jpeg_decode is full."""
+        """A decoder for this policy's compressed cameras (one per decoding thread); with
+        cameras.jpeg_decode reduced, JPEG frames at half size where the layout halves the camera."""
         halved = self.pipeline.embodiment.layout.pre_resize_hw if self.config.cameras.jpeg_decode == "reduced" else {}
         return CompressedDecoder(halved)
 

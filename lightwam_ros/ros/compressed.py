@@ -118,12 +118,13 @@ class CompressedDecoder:
 
     Why: the model's first step for a camera with a data-config shape (the layout's ``pre_resize_hw``,
     240x320 for the RoboTwin cameras) is a resize; for a 480x640 camera it halves the frame. libjpeg
-    can decode a JPEG at half size in the DCT domain, skipping a quarter of the inverse transform's
-    output and the halving resize: on one core it cuts the host cost of a compressed 3-camera frame
-    set by about a third (docs/network.md). The half-size frame is libjpeg's 2x2 scaling, not the
-    training's triangle filter, so the canvas moves a little further from the raw input's (the
-    measured effect on the actions is in docs/network.md); ``cameras.jpeg_decode: full`` decodes
-    every frame in full instead. PNG frames are always decoded in full.
+    can decode a JPEG at half size in the DCT domain, skipping three quarters of the inverse transform's
+    output and the halving resize: with the model on the CPU it cuts the host cost of a compressed
+    3-camera frame set by a third to a half (docs/network.md). The half-size frame is libjpeg's 2x2
+    scaling, not the training's triangle filter, so the canvas moves further from the raw input's
+    (about twice JPEG's own change to the actions, docs/network.md): it is the node's choice only
+    with ``cameras.jpeg_decode: reduced``; the default, ``full``, decodes every frame in full. PNG
+    frames are always decoded in full.
 
     ``halved``: camera -> the shape its frames are halved to (empty: decode everything in full). A
     camera's frame size is learned from its first frame, decoded in full; a JPEG is decoded at half

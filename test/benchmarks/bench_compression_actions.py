@@ -5,8 +5,8 @@
 
 For each of ``--sets`` frame sets (3 cameras at 480x640: the synthetic textured scene with
 sensor-like noise, as bench_host.py uses) the frames go raw, and through JPEG at each quality and
-PNG, into the node's own decoder (ros/compressed.py; JPEG at half size as cameras.jpeg_decode's
-default reduced decodes a 480x640 camera, and jpeg<Q>-full rows decoded in full) and Preprocessor (robotwin_3cam canvas,
+PNG, into the node's own decoder (ros/compressed.py; JPEG in full, cameras.jpeg_decode's default,
+and jpeg<Q>-half rows at half size as its reduced mode decodes a 480x640 camera) and Preprocessor (robotwin_3cam canvas,
 384x320), then through the Light-WAM network at ``--size`` (full: the real 1.3B-parameter
 architecture with the demo's random weights -- what compression does to the DiT's input does not
 need trained weights to show; tiny: the small test architecture) in float32 on the CPU. It prints,
@@ -50,19 +50,19 @@ def camera_like_frame(camera: int, t_s: float) -> np.ndarray:
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
-FULL_SUFFIX = "-full"  # jpeg<Q>-full: decoded in full (cameras.jpeg_decode full)
+HALF_SUFFIX = "-half"  # jpeg<Q>-half: decoded at half size (cameras.jpeg_decode reduced)
 
 
 def through(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    """The pixels the node would hand the Preprocessor for this encoding: JPEG at half size (the
-    layout halves a 480x640 camera; cameras.jpeg_decode reduced, the default), jpeg<Q>-full in full."""
+    """The pixels the node would hand the Preprocessor for this encoding: JPEG in full (the default),
+    jpeg<Q>-half at half size (the layout halves a 480x640 camera; cameras.jpeg_decode reduced)."""
     if encoding == "raw":
         return rgb
-    full = encoding.endswith(FULL_SUFFIX)
+    half = encoding.endswith(HALF_SUFFIX)
     codec, quality = ("png", 90) if encoding == "png" else (
-        "jpeg", int(encoding.removeprefix("jpeg").removesuffix(FULL_SUFFIX)))
+        "jpeg", int(encoding.removeprefix("jpeg").removesuffix(HALF_SUFFIX)))
     return decode_compressed(compressed_format(codec), encode_rgb(rgb, codec, quality), encoding,
-                             reduced=codec == "jpeg" and not full)
+                             reduced=codec == "jpeg" and half)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"action chunk vs JPEG quality: {args.size} Light-WAM architecture (random demo weights), float32 CPU, "
           f"{args.threads} threads, {args.sets} frame sets of 3 x {H}x{W} -> "
           f"{LAYOUT.canvas_hw[0]}x{LAYOUT.canvas_hw[1]} canvas; model built in {time.perf_counter() - t0:.0f} s")
-    encodings = ["raw", *(f"jpeg{q}{suffix}" for q in args.qualities for suffix in ("", FULL_SUFFIX)), "png"]
+    encodings = ["raw", *(f"jpeg{q}{suffix}" for q in args.qualities for suffix in ("", HALF_SUFFIX)), "png"]
     rel: dict[str, list[float]] = {e: [] for e in encodings[1:]}
     canvas_mad: dict[str, list[float]] = {e: [] for e in encodings[1:]}
     pass_s = []

@@ -4,8 +4,9 @@
 
 For 3 cameras at 480x640 (the robotwin_3cam layout) it times, per frame set:
   decode     sensor_msgs/Image -> uint8 HxWx3 RGB (images.image_to_rgb) x3, or for jpeg90 / jpeg75 /
-             png a sensor_msgs/CompressedImage decompressed by the node's CompressedDecoder x3 (JPEG
-             at half size, cameras.jpeg_decode's default; jpeg90-full / jpeg75-full in full) --
+             png a sensor_msgs/CompressedImage decompressed by the node's CompressedDecoder x3 (in
+             full, cameras.jpeg_decode's default; jpeg90-half / jpeg75-half at half size, its
+             reduced mode) --
              in the node that runs on its decode thread, not the control thread, but on the same CPU
   sync       FrameSync.add x3 (the third completes the set)
   preprocess Preprocessor on the CPU: upload, [0,1] float, the training resize chain, tiling into the
@@ -55,8 +56,8 @@ LAYOUT = LAYOUTS["robotwin_3cam"]
 H, W = 480, 640
 PERIOD_NS = 33_333_333  # 30 Hz cameras
 BLOCK = 25  # frame sets per alternating block (pipeline, then float chain)
-FULL_SUFFIX = "-full"  # jpeg<Q>-full: decoded in full (cameras.jpeg_decode full)
-ENCODINGS = ("rgb8", "bgr8", "jpeg90", "jpeg90-full", "jpeg75", "jpeg75-full", "png")
+HALF_SUFFIX = "-half"  # jpeg<Q>-half: decoded at half size (cameras.jpeg_decode reduced)
+ENCODINGS = ("rgb8", "bgr8", "jpeg90", "jpeg90-half", "jpeg75", "jpeg75-half", "png")
 
 
 def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image | CompressedImage:
@@ -64,7 +65,7 @@ def make_message(rgb: np.ndarray, encoding: str, stamp_ns: int) -> Image | Compr
     deserialized)."""
     if encoding.startswith("jpeg") or encoding == "png":
         codec = "png" if encoding == "png" else "jpeg"
-        quality = int(encoding[4:].removesuffix(FULL_SUFFIX) or 90) if codec == "jpeg" else 90
+        quality = int(encoding[4:].removesuffix(HALF_SUFFIX) or 90) if codec == "jpeg" else 90
         cmsg = rgb_to_compressed(rgb, codec, quality, stamp_ns)
         return deserialize_message(serialize_message(cmsg), CompressedImage)
     px = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
@@ -114,9 +115,9 @@ def bench(encoding: str, runs: int, warmup: int) -> dict[str, tuple[float, float
             for i in range(runs + warmup)]
     sync = FrameSync(cameras, SyncConfig(), now_ns=0)
     pre = Preprocessor(LAYOUT, "cpu")
-    # the node's decoder: JPEG at half size where the layout halves the camera (cameras.jpeg_decode
-    # reduced, the default) unless the encoding is a *-full one (cameras.jpeg_decode full)
-    decoder = CompressedDecoder({} if encoding.endswith(FULL_SUFFIX) else LAYOUT.pre_resize_hw)
+    # the node's decoder: JPEG in full (cameras.jpeg_decode full, the default), or for a *-half
+    # encoding at half size where the layout halves the camera (cameras.jpeg_decode reduced)
+    decoder = CompressedDecoder(LAYOUT.pre_resize_hw if encoding.endswith(HALF_SUFFIX) else {})
     stages = ("decode", "sync", "preprocess", "total", "float chain")
     times: dict[tuple[str, str], list[int]] = {(c, k): [] for c in ("cpu", "wall") for k in stages}
     block: list[dict[str, np.ndarray]] = []
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 = one CPU core)")
     p.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=ENCODINGS,
                    help="raw Image encodings, or CompressedImage: jpeg<quality> or png, decoded by the node's "
-                        "decoder (decode is then the decompression; jpeg at half size, the default "
-                        "cameras.jpeg_decode reduced), jpeg<quality>-full decoded in full (jpeg_decode full)")
+                        "decoder (decode is then the decompression; in full, the default cameras.jpeg_decode "
+                        "full), jpeg<quality>-half at half size (cameras.jpeg_decode reduced)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)  # image_to_rgb converts with OpenCV

@@ -54,7 +54,7 @@ PARAMETER_TABLE = [
     ("bundle", "STRING", ""), ("backend", "STRING", "torch"), ("device", "STRING", "auto"),
     ("dtype", "STRING", "bfloat16"), ("control_rate_hz", "DOUBLE", 50.0), ("dry_run", "BOOL", False),
     ("cameras.names", "STRING_ARRAY", None), ("cameras.topics", "STRING_ARRAY", None),
-    ("cameras.transports", "STRING_ARRAY", []), ("cameras.jpeg_decode", "STRING", "reduced"),
+    ("cameras.transports", "STRING_ARRAY", []), ("cameras.jpeg_decode", "STRING", "full"),
     ("sync.slop", "DOUBLE", 0.02), ("sync.queue_size", "INTEGER", 10), ("sync.max_age", "DOUBLE", 0.25),
     ("sync.camera_timeout", "DOUBLE", 0.5), ("joints.state_topic", "STRING", "joint_states"),
     ("joints.names", "STRING_ARRAY", None), ("joints.max_age", "DOUBLE", 0.25),
@@ -98,7 +98,8 @@ def test_camera_transports_default_to_raw_and_are_checked():
     assert c.cameras.compressed(BASE["cameras.names"][0]) and not c.cameras.compressed(BASE["cameras.names"][1])
     raises("cameras.transports", cfg, **{"cameras.transports": ["compressed"]})
     raises("cameras.transports", cfg, **{"cameras.transports": ["theora"] * n})
-    assert c.cameras.jpeg_decode == "reduced" and cfg(**{"cameras.jpeg_decode": "full"}).cameras.jpeg_decode == "full"
+    assert c.cameras.jpeg_decode == "full"
+    assert cfg(**{"cameras.jpeg_decode": "reduced"}).cameras.jpeg_decode == "reduced"
     raises("cameras.jpeg_decode", cfg, **{"cameras.jpeg_decode": "half"})
 
 

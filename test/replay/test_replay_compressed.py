@@ -35,7 +35,7 @@ def spec(compression: str) -> SyntheticBagSpec:
                             instructions=(TimedInstruction("pick up the red block"),))
 
 
-def compressed_profile(tmp_path: Path, jpeg_decode: str = "reduced") -> Path:
+def compressed_profile(tmp_path: Path, jpeg_decode: str = "full") -> Path:
     doc = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     params = doc["lightwam_policy"]["ros__parameters"]
     params["cameras"]["transports"] = ["compressed"] * len(params["cameras"]["names"])
@@ -98,7 +98,8 @@ def test_compression_enum_names_what_make_bag_accepts() -> None:
 @pytest.fixture(scope="module")
 def camera_size_twins(tmp_path_factory, tiny_bundle):
     """480x640 cameras into the RoboTwin layout (data-config shape 240x320, so the model halves each
-    frame first): raw, and JPEG decoded at half size (the default) or in full."""
+    frame first): raw, and JPEG decoded in full (the default) or at half size (cameras.jpeg_decode
+    reduced)."""
     tmp = tmp_path_factory.mktemp("halved")
     runs = {}
     for name, compression, profile in (

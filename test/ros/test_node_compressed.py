@@ -29,13 +29,14 @@ def system(tmp_path_factory):
                                action_rate_hz=ACTION_RATE_HZ).path
     params = demo_parameters(bundle, diagnostics__rate_hz=5.0)
     params["cameras.transports"] = ["compressed"] * len(params["cameras.names"])
+    params["cameras.jpeg_decode"] = "reduced"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ros_context() as ctx:
             node = PolicyNode(context=ctx, autostart=True, parameter_overrides=as_overrides(params))
-            # 480x640 frames: the layout halves them first, so the node decodes the JPEGs at half
-            # size (cameras.jpeg_decode reduced, the default) after each camera's first frame
+            # 480x640 frames: the layout halves them first, so with cameras.jpeg_decode reduced the
+            # node decodes the JPEGs at half size after each camera's first frame
             robot = RobotStandIn(ctx, params, instruction=INSTRUCTION, image_hw=(480, 640))
             try:
                 with spinning([node, robot]):
